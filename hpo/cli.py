@@ -1,0 +1,130 @@
+"""The `hpo` command line (the contract in DESIGN.md, "The command line").
+
+Each subcommand has its own parser that accepts flags and `key=value` overrides in any
+order. A user mistake (HpoError, a bad flag) prints one `error:` line and exits 2; no
+traceback. Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from hpo.errors import HpoError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises HpoError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise HpoError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _parser(command: str, help_text: str) -> _Parser:
+    return _Parser(prog=f"hpo {command}", description=help_text)
+
+
+def _with_overrides(parser: _Parser) -> _Parser:
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of study_configs/")
+    return parser
+
+
+def cmd_config(argv: Sequence[str]) -> int:
+    from omegaconf import OmegaConf
+
+    from hpo.config import compose, train_config
+
+    parser = _with_overrides(_parser("config", "Print the composed, validated config."))
+    args = parser.parse_intermixed_args(argv)
+    composed = compose(args.overrides)
+    train_config(composed)  # validate before printing
+    print(OmegaConf.to_yaml(composed), end="")
+    return 0
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    from hpo.config import compose, train_config
+    from hpo.tables import format_table
+    from hpo.train import EvalEvent, train
+
+    parser = _with_overrides(_parser("train", "Train one configuration and print its metrics."))
+    parser.add_argument("--checkpoint", metavar="PATH", help="save the trained model (same as train.checkpoint=PATH)")
+    parser.add_argument("--quiet", action="store_true", help="print only the final metrics")
+    args = parser.parse_intermixed_args(argv)
+    overrides = list(args.overrides)
+    if args.checkpoint:
+        overrides.append(f"train.checkpoint={args.checkpoint}")
+    config = train_config(compose(overrides))
+
+    def show(event: EvalEvent) -> None:
+        print(
+            f"step {event.step:>6}  tokens {event.tokens:>10,}  train_loss {event.train_loss:.4f}  "
+            f"val_loss {event.val_loss:.4f}  val_acc {event.val_accuracy:.4f}  "
+            f"tok/s {event.tokens_per_sec:,.0f}",
+            flush=True,
+        )
+
+    result = train(config, on_eval=None if args.quiet else show)
+    rows = [
+        ("val_accuracy", result.val_accuracy),
+        ("val_loss", result.val_loss),
+        ("train_loss", result.train_loss),
+        ("tokens/s", result.tokens_per_sec),
+        ("params", result.params),
+        ("FLOPs/token", result.flops_per_token),
+        ("achieved GFLOP/s", result.achieved_flops / 1e9),
+        ("peak GFLOP/s", result.peak_flops / 1e9 if result.peak_flops else None),
+        ("MFU", result.mfu),
+        ("peak memory MiB", result.peak_memory_bytes / 2**20),
+        ("steps", result.steps),
+        ("tokens", result.tokens),
+        ("wall s", result.wall_time_s),
+        ("train steps s", result.train_time_s),
+        ("eval s", result.eval_time_s),
+        ("outside steps s", result.overhead_s),
+        ("device", f"{result.n_devices} x {result.device_name} ({result.device}, {result.dtype})"),
+    ]
+    print(format_table(["metric", "value"], rows))
+    if result.sample:
+        print(f"\nsample:\n{result.sample}")
+    if config.train.checkpoint:
+        print(f"\ncheckpoint saved to {config.train.checkpoint}")
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "train": (cmd_train, "train one configuration, print its metrics"),
+    "config": (cmd_config, "print the composed config"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: hpo COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += ["", "Run `hpo COMMAND --help` for a command's flags and overrides."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from hpo import __version__
+
+        print(f"hpo {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    try:
+        if command not in COMMANDS:
+            raise HpoError(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
+        return COMMANDS[command][0](rest)
+    except HpoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

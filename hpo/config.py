@@ -1,0 +1,74 @@
+"""Compose `study_configs/` with Hydra and turn the result into typed, validated configs.
+
+This is the only module that touches Hydra or OmegaConf (decision 1 in DESIGN.md: the
+Compose API, so `hpo` keeps subcommands and Hydra keeps its groups and overrides).
+Everything below it receives frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import HydraException, OverrideParseException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from hpo.errors import HpoError
+from hpo.structured import build
+from hpo.train import TrainConfig
+
+TRAIN_KEYS = ("model", "data", "optim", "train", "budget")
+
+
+def builtin_config_dir() -> Path:
+    """`study_configs/`: inside the package when installed from a wheel (pyproject maps it
+    there as package data), beside the package in a source tree or an editable install."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "study_configs", package.parent / "study_configs"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise AssertionError(f"study_configs/ is missing from the installation at {package}")
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The composed config as plain nested dicts, with interpolations resolved.
+
+    Hydra's own exceptions are several types with multi-line messages; they become one
+    HpoError line that keeps Hydra's first sentence and names the override syntax.
+    """
+    for override in overrides:
+        if "=" not in override:
+            raise HpoError(f"override {override!r} is not key=value (for example model.n_layer=4)")
+    try:
+        with initialize_config_dir(config_dir=str(builtin_config_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        data = OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise HpoError(_one_line(exc)) from None
+    assert isinstance(data, dict)
+    return data
+
+
+def train_config(composed: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig part of a composed config."""
+    return build(TrainConfig, {key: composed[key] for key in TRAIN_KEYS if key in composed})
+
+
+def _one_line(exc: Exception) -> str:
+    """Hydra's multi-line messages, reduced to the sentence and the fix a user needs."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if isinstance(exc, OverrideParseException):
+        return f"malformed override: {first}; write key=value, for example model.n_layer=4"
+    if first.startswith("Could not override"):
+        key = first.split("'")[1]
+        return f"unknown config key {key}; `hpo config` prints the keys that exist"
+    if "Available options" in str(exc):
+        block = str(exc).split("Available options", 1)[1].split("Config search path")[0]
+        options = [line.strip() for line in block.splitlines()[1:] if line.strip()]
+        missing = first.removeprefix("In 'config': ")
+        return f"{missing}; available: {', '.join(options)}"
+    return first

@@ -1,0 +1,252 @@
+"""A decoder-only GPT in one readable file (after nanoGPT, with GPT-2 names).
+
+Pre-LayerNorm blocks, causal self-attention through `scaled_dot_product_attention`
+(flash/memory-efficient kernels where the device has them), a GELU MLP and an output
+head tied to the token embedding. The positional encoding is a knob people search, so
+it is selectable: learned absolute, fixed sinusoidal, rotary (RoPE) or none at all
+(causal attention alone still lets a model infer positions).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hpo.errors import HpoError
+
+PosEncoding = Literal["learned", "sinusoidal", "rope", "none"]
+POS_ENCODINGS: tuple[str, ...] = get_args(PosEncoding)
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape of a GPT. `vocab_size` 0 means "take it from the data's tokenizer"."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 128
+    vocab_size: int = 0
+    pos_encoding: PosEncoding = "learned"
+    dropout: float = 0.0
+    bias: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "block_size"):
+            value = getattr(self, name)
+            if value < 1:
+                raise HpoError(f"model.{name}={value} must be a positive integer")
+        if self.vocab_size < 0:
+            raise HpoError(f"model.vocab_size={self.vocab_size} must be >= 0 (0: from the data)")
+        if self.n_embd % self.n_head:
+            raise HpoError(
+                f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}; "
+                f"choose a width that is a multiple of the head count "
+                f"(for example n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))})"
+            )
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise HpoError(
+                f"model.pos_encoding={self.pos_encoding!r} is unknown; "
+                f"use one of {', '.join(POS_ENCODINGS)}"
+            )
+        if self.pos_encoding == "rope" and self.head_dim % 2:
+            raise HpoError(
+                f"model.pos_encoding=rope needs an even head size, got n_embd/n_head="
+                f"{self.head_dim}; change model.n_embd or model.n_head"
+            )
+        if self.pos_encoding == "sinusoidal" and self.n_embd % 2:
+            raise HpoError(f"model.pos_encoding=sinusoidal needs an even n_embd, got {self.n_embd}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise HpoError(f"model.dropout={self.dropout} must be in [0, 1)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def num_params(self) -> int:
+        """Exact number of trainable parameters, without building the model.
+
+        The output head shares the token embedding's weight, so it adds nothing.
+        """
+        d, bias = self.n_embd, self.bias
+        layer_norm = d * (2 if bias else 1)
+        attn = d * 3 * d + d * d + (4 * d if bias else 0)
+        mlp = d * 4 * d + 4 * d * d + (5 * d if bias else 0)
+        block = 2 * layer_norm + attn + mlp
+        wpe = self.block_size * d if self.pos_encoding == "learned" else 0
+        return self.vocab_size * d + wpe + self.n_layer * block + layer_norm
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token: 6N for the matmuls plus the attention term.
+
+        PaLM's convention (appendix B): N excludes the position table (a lookup, not a
+        matmul) but includes the tied embedding (it is the output head's matmul), and
+        attention scores and values cost 12 * n_layer * n_embd * block_size, counting the
+        whole score matrix as the usual MFU figures do.
+        """
+        wpe = self.block_size * self.n_embd if self.pos_encoding == "learned" else 0
+        matmul_params = self.num_params() - wpe
+        return 6 * matmul_params + 12 * self.n_layer * self.n_embd * self.block_size
+
+
+def _sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq)
+    return table
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al. 2021), rotating query/key pairs by position."""
+
+    def __init__(self, head_dim: int, block_size: int, base: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)
+        # Buffers, not parameters: they move with .to(device) and stay out of the state dict.
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate x of shape (B, n_head, T, head_dim)."""
+        t = x.size(-2)
+        cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.rotary = (
+            Rotary(config.head_dim, config.block_size) if config.pos_encoding == "rope" else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )
+        y = y.transpose(1, 2).contiguous().view(b, t, c)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if config.vocab_size < 1:
+            raise HpoError("model.vocab_size is unset; build the model with the data's vocab size")
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = (
+            nn.Embedding(config.block_size, config.n_embd)
+            if config.pos_encoding == "learned"
+            else None
+        )
+        if config.pos_encoding == "sinusoidal":
+            table = _sinusoidal_table(config.block_size, config.n_embd)
+            self.register_buffer("pos_table", table, persistent=False)
+        else:
+            self.pos_table = None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
+
+        self.apply(self._init_weights)
+        # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so the residual
+        # stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) and, given targets, the mean cross-entropy loss."""
+        t = idx.size(1)
+        if t > self.config.block_size:
+            raise HpoError(f"sequence of {t} tokens exceeds model.block_size={self.config.block_size}")
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(t, device=idx.device))
+        elif self.pos_table is not None:
+            x = x + self.pos_table[:t]
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 0.8,
+        top_k: int | None = 40,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Extend idx (B, T) by sampling; the context is cropped to the block size."""
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -self.config.block_size :])
+            logits = logits[:, -1, :] / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = F.softmax(logits, dim=-1)
+            idx = torch.cat((idx, torch.multinomial(probs, 1, generator=generator)), dim=1)
+        return idx

@@ -1,0 +1,418 @@
+"""Train one GPT configuration and measure how well it learned and how fast it trained.
+
+`train(config, on_eval) -> TrialResult` is a plain function with no Optuna in it: the
+study layer maps trial parameters to a `TrainConfig` and the result to objective values.
+
+Throughput is measured the way a careful benchmark would: only training steps count,
+the first `timing_warmup_steps` (allocator warm-up, lazy init, autotuning) and every
+evaluation are excluded, and on CUDA the clock is read only after a synchronize.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, get_args
+
+import torch
+from torch import nn
+
+from hpo import hardware
+from hpo.data import DataConfig, Dataset, load_dataset
+from hpo.errors import DivergedError, HpoError
+from hpo.model import GPT, GPTConfig
+
+OptimizerName = Literal["adamw", "adam", "sgd"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule: linear warm-up, then cosine decay.
+
+    `warmup_frac` is a fraction of the budget, not a step count, so trials with different
+    batch sizes (hence step counts) on the same token budget warm up alike.
+    """
+
+    name: OptimizerName = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    momentum: float = 0.9
+    grad_clip: float = 1.0
+    warmup_frac: float = 0.05
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise HpoError(f"optim.name={self.name!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
+        # NaN passes on purpose: it is a diverging run (DivergedError), not a typo.
+        if self.lr <= 0:
+            raise HpoError(f"optim.lr={self.lr} must be positive (for example optim.lr=1e-3)")
+        if self.weight_decay < 0:
+            raise HpoError(f"optim.weight_decay={self.weight_decay} must be >= 0")
+        for name in ("beta1", "beta2", "momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise HpoError(f"optim.{name}={getattr(self, name)} must be in [0, 1)")
+        if self.grad_clip < 0:
+            raise HpoError(f"optim.grad_clip={self.grad_clip} must be >= 0 (0 disables clipping)")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise HpoError(f"optim.warmup_frac={self.warmup_frac} must be in [0, 1)")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise HpoError(f"optim.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+
+    def lr_at(self, progress: float) -> float:
+        """Learning rate at a fraction of the budget in [0, 1]."""
+        if progress < self.warmup_frac:
+            return self.lr * (progress / self.warmup_frac)
+        decay = (progress - self.warmup_frac) / (1.0 - self.warmup_frac)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, decay)))
+        return self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """How long a run trains: exactly one of tokens (the fair default), steps or seconds."""
+
+    tokens: int | None = None
+    steps: int | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        given = {k: v for k, v in asdict(self).items() if v is not None}
+        if len(given) != 1:
+            raise HpoError(
+                f"set exactly one of budget.tokens, budget.steps, budget.seconds (got {given or 'none'}); "
+                "for example budget=tokens budget.tokens=1000000"
+            )
+        ((key, value),) = given.items()
+        if value <= 0:
+            raise HpoError(f"budget.{key}={value} must be positive")
+
+    def total_steps(self, tokens_per_step: int) -> int | None:
+        """Optimizer steps the budget allows, or None for a wall-clock budget."""
+        if self.steps is not None:
+            return self.steps
+        if self.tokens is not None:
+            return max(1, -(-self.tokens // tokens_per_step))
+        return None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How the run is executed: batch, devices, seeds, evaluation and outputs.
+
+    `batch_size` is the global number of sequences per optimizer step; when it exceeds
+    `micro_batch_size` the step accumulates gradients over several micro-batches, so the
+    optimization is the same whatever fits in memory.
+    """
+
+    batch_size: int = 32
+    micro_batch_size: int | None = None
+    n_devices: int = 1
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    seed: int = 0
+    evals: int = 10
+    timing_warmup_steps: int = 3
+    threads: int | None = None
+    compile: bool = False
+    checkpoint: str | None = None
+    sample_tokens: int = 200
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise HpoError(f"train.batch_size={self.batch_size} must be a positive integer")
+        if self.micro_batch_size is not None:
+            if self.micro_batch_size < 1:
+                raise HpoError(f"train.micro_batch_size={self.micro_batch_size} must be positive")
+            if self.batch_size % self.micro_batch_size:
+                raise HpoError(
+                    f"train.batch_size={self.batch_size} is not a multiple of "
+                    f"train.micro_batch_size={self.micro_batch_size}; make it one"
+                )
+        if self.n_devices < 1:
+            raise HpoError(f"train.n_devices={self.n_devices} must be at least 1")
+        if self.evals < 1:
+            raise HpoError(f"train.evals={self.evals} must be at least 1")
+        if self.timing_warmup_steps < 0:
+            raise HpoError(f"train.timing_warmup_steps={self.timing_warmup_steps} must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise HpoError(f"train.threads={self.threads} must be positive (or null: all cores)")
+        if self.sample_tokens < 0:
+            raise HpoError(f"train.sample_tokens={self.sample_tokens} must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; a pure value, so a study can store it whole."""
+
+    model: GPTConfig = field(default_factory=GPTConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: RunConfig = field(default_factory=RunConfig)
+    budget: BudgetConfig = field(default_factory=lambda: BudgetConfig(tokens=1_000_000))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalEvent:
+    """One point of the learning curve; what `on_eval` receives and pruning decides on."""
+
+    step: int
+    tokens: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    tokens_per_sec: float
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """The measured outcome of one run, with what is needed to trust the numbers."""
+
+    val_accuracy: float
+    val_loss: float
+    train_loss: float
+    tokens_per_sec: float
+    params: int
+    flops_per_token: int
+    achieved_flops: float
+    peak_flops: float | None
+    mfu: float | None
+    peak_memory_bytes: int
+    steps: int
+    tokens: int
+    wall_time_s: float
+    train_time_s: float
+    eval_time_s: float
+    overhead_s: float
+    device: str
+    device_name: str
+    n_devices: int
+    dtype: str
+    torch_version: str
+    data_fingerprint: str
+    curve: tuple[EvalEvent, ...]
+    sample: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+OnEval = Callable[[EvalEvent], None]
+
+
+def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset | None = None) -> TrialResult:
+    """Train `config` to its budget and return the measured result.
+
+    `on_eval` is called after every evaluation; raising from it stops the run (that is
+    how a pruner stops a trial). `dataset` skips loading when the caller already has it.
+    Raises HpoError for an unusable configuration before any training step, and
+    DivergedError as soon as the loss is NaN or infinite.
+    """
+    wall_start = time.perf_counter()
+    run = config.train
+    if run.n_devices != 1:
+        raise HpoError(
+            f"train.n_devices={run.n_devices}: a single training process drives one device; "
+            "run several through hpo.distributed"
+        )
+    if run.threads is not None:
+        torch.set_num_threads(run.threads)
+    device = hardware.resolve_device(run.device)
+    dtype = _training_dtype(run.dtype, device)
+    dataset = dataset or load_dataset(config.data)
+    model_config = replace(config.model, vocab_size=config.model.vocab_size or dataset.tokenizer.vocab_size)
+    val_x, val_y = dataset.validation_set(model_config.block_size, config.data.val_tokens)
+    micro = run.micro_batch_size or run.batch_size
+    accum = run.batch_size // micro
+    tokens_per_step = run.batch_size * model_config.block_size
+    total_steps = config.budget.total_steps(tokens_per_step)
+
+    torch.manual_seed(run.seed)
+    generator = torch.Generator().manual_seed(run.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+    model = GPT(model_config).to(device)
+    optimizer = build_optimizer(model, config.optim, device)
+    step_fn: nn.Module = torch.compile(model) if run.compile else model  # type: ignore[assignment]
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if dtype == torch.bfloat16 else contextlib.nullcontext()
+    )
+    warmup_steps = run.timing_warmup_steps
+    if total_steps is not None:
+        warmup_steps = min(warmup_steps, total_steps // 2)
+
+    step, tokens, loss_sum, loss_count = 0, 0, 0.0, 0
+    timed_time, timed_tokens, step_time, eval_time = 0.0, 0, 0.0, 0.0
+    next_eval, curve = 1, []
+    train_loss = val_loss = val_accuracy = float("nan")
+
+    def progress() -> float:
+        if total_steps is not None:
+            return step / total_steps
+        assert config.budget.seconds is not None
+        return step_time / config.budget.seconds
+
+    def throughput() -> float:
+        return timed_tokens / timed_time if timed_time > 0 else tokens / max(step_time, 1e-9)
+
+    model.train()
+    while progress() < 1.0:
+        lr = config.optim.lr_at(progress())
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        start = time.perf_counter()
+        step_loss = torch.zeros((), device=device)
+        for _ in range(accum):
+            x, y = dataset.train_batch(micro, model_config.block_size, generator)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast:
+                _, loss = step_fn(x, y)
+            assert loss is not None
+            (loss / accum).backward()
+            step_loss += loss.detach()
+        if config.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = step_loss.item() / accum  # also synchronizes CUDA before the clock
+        elapsed = time.perf_counter() - start
+        step += 1
+        tokens += tokens_per_step
+        step_time += elapsed
+        if step > warmup_steps:
+            timed_time += elapsed
+            timed_tokens += tokens_per_step
+        if not math.isfinite(loss_value):
+            raise DivergedError(step, loss_value)
+        loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
+
+        if progress() >= next_eval / run.evals or progress() >= 1.0:
+            eval_start = time.perf_counter()
+            val_loss, val_accuracy = evaluate(model, val_x, val_y, micro, device, autocast)
+            eval_time += time.perf_counter() - eval_start
+            train_loss = loss_sum / loss_count
+            loss_sum, loss_count = 0.0, 0
+            event = EvalEvent(step, tokens, train_loss, val_loss, val_accuracy, throughput())
+            curve.append(event)
+            next_eval = math.floor(progress() * run.evals) + 1
+            if on_eval is not None:
+                on_eval(event)
+            model.train()
+
+    sample = _sample(model, dataset, run, device) if run.sample_tokens else ""
+    if run.checkpoint:
+        from hpo.checkpoint import save_checkpoint
+
+        save_checkpoint(run.checkpoint, model, config, dataset.tokenizer)
+    tokens_per_sec = throughput()
+    flops_per_token = model_config.flops_per_token()
+    achieved = flops_per_token * tokens_per_sec
+    peak = hardware.peak_flops(device) if dtype == torch.bfloat16 or device.type == "cpu" else None
+    wall = time.perf_counter() - wall_start
+    return TrialResult(
+        val_accuracy=val_accuracy,
+        val_loss=val_loss,
+        train_loss=train_loss,
+        tokens_per_sec=tokens_per_sec,
+        params=model_config.num_params(),
+        flops_per_token=flops_per_token,
+        achieved_flops=achieved,
+        peak_flops=peak,
+        mfu=achieved / peak if peak else None,
+        peak_memory_bytes=_peak_memory(device),
+        steps=step,
+        tokens=tokens,
+        wall_time_s=wall,
+        train_time_s=step_time,
+        eval_time_s=eval_time,
+        overhead_s=wall - step_time,
+        device=device.type,
+        device_name=hardware.device_name(device),
+        n_devices=run.n_devices,
+        dtype=str(dtype).removeprefix("torch."),
+        torch_version=torch.__version__,
+        data_fingerprint=dataset.fingerprint,
+        curve=tuple(curve),
+        sample=sample,
+    )
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The configured optimizer; weight decay only on matrices (not gains, biases)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    if config.name == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    cls = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
+    # Fused kernels exist for CPU and CUDA in the torch versions hpo supports: one kernel
+    # per step instead of a loop over parameters.
+    fused = device.type in ("cpu", "cuda")
+    return cls(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager[Any],
+) -> tuple[float, float]:
+    """Mean cross-entropy and next-token accuracy over the fixed validation windows."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        with autocast:
+            logits, _ = model(xb)
+        logits = logits.float()
+        loss_sum += nn.functional.cross_entropy(
+            logits.view(-1, logits.size(-1)), yb.reshape(-1), reduction="sum"
+        )
+        correct += (logits.argmax(-1) == yb).sum()
+    n = y.numel()
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _training_dtype(name: str, device: torch.device) -> torch.dtype:
+    """bf16 autocast on GPUs that have it; fp32 on CPUs, where bf16 matmul is far slower."""
+    if name == "float32":
+        return torch.float32
+    if name == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    # ru_maxrss is in KiB on Linux: the peak resident size of this (trial) process.
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _sample(model: GPT, dataset: Dataset, run: RunConfig, device: torch.device) -> str:
+    """A short generation from the trained model, seeded, prompted by a validation token."""
+    model.eval()
+    prompt = torch.tensor([[int(dataset.val[0])]], device=device)
+    generator = torch.Generator(device=device).manual_seed(run.seed)
+    out = model.generate(prompt, run.sample_tokens, generator=generator)
+    return dataset.tokenizer.decode(out[0].tolist())
