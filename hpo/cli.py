@@ -22,35 +22,32 @@ class _Parser(argparse.ArgumentParser):
         raise HpoError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def _parser(command: str, help_text: str) -> _Parser:
-    return _Parser(prog=f"hpo {command}", description=help_text)
-
-
-def _with_overrides(parser: _Parser) -> _Parser:
+def _with_overrides(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of study_configs/")
     return parser
 
 
-def cmd_config(argv: Sequence[str]) -> int:
+def cmd_config(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     from omegaconf import OmegaConf
 
-    from hpo.config import compose, train_config
+    from hpo.config import compose, hpo_config
 
-    parser = _with_overrides(_parser("config", "Print the composed, validated config."))
-    args = parser.parse_intermixed_args(argv)
+    args = _with_overrides(parser).parse_intermixed_args(argv)
     composed = compose(args.overrides)
-    train_config(composed)  # validate before printing
+    hpo_config(composed)  # validate before printing
     print(OmegaConf.to_yaml(composed), end="")
     return 0
 
 
-def cmd_train(argv: Sequence[str]) -> int:
+def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     from hpo.config import compose, train_config
     from hpo.tables import format_table
     from hpo.train import EvalEvent, train
 
-    parser = _with_overrides(_parser("train", "Train one configuration and print its metrics."))
-    parser.add_argument("--checkpoint", metavar="PATH", help="save the trained model (same as train.checkpoint=PATH)")
+    _with_overrides(parser)
+    parser.add_argument(
+        "--checkpoint", metavar="PATH", help="save the trained model (same as train.checkpoint=PATH)"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final metrics")
     args = parser.parse_intermixed_args(argv)
     overrides = list(args.overrides)
@@ -94,8 +91,26 @@ def cmd_train(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+def _study_command(name: str) -> Callable[[Sequence[str], argparse.ArgumentParser], int]:
+    """Study commands live in hpo.cli_study, imported only when used (Optuna is slow to import)."""
+
+    def run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+        from hpo import cli_study
+
+        return getattr(cli_study, f"cmd_{name}")(argv, parser)
+
+    return run
+
+
+Handler = Callable[[Sequence[str], argparse.ArgumentParser], int]
+COMMANDS: dict[str, tuple[Handler, str]] = {
     "train": (cmd_train, "train one configuration, print its metrics"),
+    "run": (_study_command("run"), "create a study (or continue one of the same name) and run it"),
+    "resume": (_study_command("resume"), "continue a stored study from the database alone"),
+    "worker": (_study_command("worker"), "join a running study"),
+    "studies": (_study_command("studies"), "list the studies in a database"),
+    "show": (_study_command("show"), "Pareto front and best trials of a study"),
+    "export": (_study_command("export"), "all trials of a study as CSV or JSON"),
     "config": (cmd_config, "print the composed config"),
 }
 
@@ -121,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command not in COMMANDS:
             raise HpoError(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
-        return COMMANDS[command][0](rest)
+        handler, help_text = COMMANDS[command]
+        return handler(rest, _Parser(prog=f"hpo {command}", description=help_text))
     except HpoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

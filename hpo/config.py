@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpo.errors import HpoError
+from hpo.settings import HpoConfig
 from hpo.structured import build
 from hpo.train import TrainConfig
 
@@ -49,12 +50,18 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     except (HydraException, OmegaConfBaseException) as exc:
         raise HpoError(_one_line(exc)) from None
     assert isinstance(data, dict)
-    return data
+    return {str(key): value for key, value in data.items()}
 
 
 def train_config(composed: dict[str, Any]) -> TrainConfig:
     """The TrainConfig part of a composed config."""
     return build(TrainConfig, {key: composed[key] for key in TRAIN_KEYS if key in composed})
+
+
+def hpo_config(composed: dict[str, Any]) -> HpoConfig:
+    """The whole composed config: the training base under `train`, the study settings beside it."""
+    rest = {key: value for key, value in composed.items() if key not in TRAIN_KEYS}
+    return build(HpoConfig, {"train": {key: composed[key] for key in TRAIN_KEYS}, **rest})
 
 
 def _one_line(exc: Exception) -> str:

@@ -10,6 +10,7 @@ so a study can refuse to resume on different data.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -247,7 +248,8 @@ def fetch_url(url: str, sha256: str | None, cache_dir: str | None = None) -> Pat
         try:
             with urllib.request.urlopen(url, timeout=30) as response:
                 shutil.copyfileobj(response, tmp)
-        except (urllib.error.URLError, OSError) as exc:
+        # HTTPException: a malformed URL or a broken response; ValueError: a malformed URL.
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
             os.unlink(tmp.name)
             reason = getattr(exc, "reason", exc)
             raise HpoError(
@@ -258,8 +260,7 @@ def fetch_url(url: str, sha256: str | None, cache_dir: str | None = None) -> Pat
     if digest != sha256:
         os.unlink(tmp.name)
         raise HpoError(
-            f"{url} has sha256 {digest}, not the pinned data.sha256={sha256}; "
-            "check the URL or update the pin"
+            f"{url} has sha256 {digest}, not the pinned data.sha256={sha256}; check the URL or update the pin"
         )
     os.replace(tmp.name, target)
     return target

@@ -51,8 +51,7 @@ class GPTConfig:
             )
         if self.pos_encoding not in POS_ENCODINGS:
             raise HpoError(
-                f"model.pos_encoding={self.pos_encoding!r} is unknown; "
-                f"use one of {', '.join(POS_ENCODINGS)}"
+                f"model.pos_encoding={self.pos_encoding!r} is unknown; use one of {', '.join(POS_ENCODINGS)}"
             )
         if self.pos_encoding == "rope" and self.head_dim % 2:
             raise HpoError(
@@ -117,7 +116,7 @@ class Rotary(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate x of shape (B, n_head, T, head_dim)."""
         t = x.size(-2)
-        cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)
+        cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)  # type: ignore[index]
         x1, x2 = x[..., 0::2], x[..., 1::2]
         return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
@@ -130,9 +129,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.rotary = (
-            Rotary(config.head_dim, config.block_size) if config.pos_encoding == "rope" else None
-        )
+        self.rotary = Rotary(config.head_dim, config.block_size) if config.pos_encoding == "rope" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
@@ -179,9 +176,7 @@ class GPT(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = (
-            nn.Embedding(config.block_size, config.n_embd)
-            if config.pos_encoding == "learned"
-            else None
+            nn.Embedding(config.block_size, config.n_embd) if config.pos_encoding == "learned" else None
         )
         if config.pos_encoding == "sinusoidal":
             table = _sinusoidal_table(config.block_size, config.n_embd)

@@ -22,7 +22,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     """Left-aligned text columns, right-aligned numbers, one header rule."""
     cells = [[format_value(v) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(headers))]
+    numeric = [
+        all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(headers))
+    ]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(

@@ -247,7 +247,9 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
     optimizer = build_optimizer(model, config.optim, device)
     step_fn: nn.Module = torch.compile(model) if run.compile else model  # type: ignore[assignment]
     autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16) if dtype == torch.bfloat16 else contextlib.nullcontext()
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if dtype == torch.bfloat16
+        else contextlib.nullcontext()
     )
     warmup_steps = run.timing_warmup_steps
     if total_steps is not None:
@@ -351,18 +353,21 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
 
 def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
     """The configured optimizer; weight decay only on matrices (not gains, biases)."""
+    # torch's Adam rejects a NaN lr at construction; a NaN lr must instead diverge as a
+    # run (DivergedError), and `train` sets every step's lr from the schedule anyway.
+    lr = 0.0 if math.isnan(config.lr) else config.lr
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     if config.name == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
     cls = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
     # Fused kernels exist for CPU and CUDA in the torch versions hpo supports: one kernel
     # per step instead of a loop over parameters.
     fused = device.type in ("cpu", "cuda")
-    return cls(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
+    return cls(groups, lr=lr, betas=(config.beta1, config.beta2), fused=fused)
 
 
 @torch.no_grad()

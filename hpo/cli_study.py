@@ -1,0 +1,221 @@
+"""`hpo run | resume | worker | studies | show | export`: studies from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from hpo.config import compose, hpo_config
+from hpo.data import load_dataset
+from hpo.errors import HpoError
+from hpo.results import export, objective_names, pareto_table, show_text, studies_table, trial_line
+from hpo.settings import HpoConfig
+from hpo.storage import open_storage, redact, resolve_url
+from hpo.study import ATTR_FINGERPRINT, ATTR_TARGET, counted_trials, create_or_continue, load_existing, target
+from hpo.worker import run_worker, study_lock
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage", metavar="URL", help="database URL (default: storage.url, $HPO_STORAGE, sqlite:///hpo.db)"
+    )
+    parser.add_argument(
+        "--n-workers", type=int, default=1, metavar="K", help="local worker processes on the study"
+    )
+    parser.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+class _Progress:
+    """A bar over the study's trials, with each finished trial on a line of its own."""
+
+    def __init__(self, study: optuna.Study, quiet: bool) -> None:
+        self.study, self.quiet = study, quiet
+        self.names = objective_names(study)
+        self.bar = None
+        if not quiet and sys.stderr.isatty():  # a bar in a log file is noise: lines only
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=target(study), initial=counted_trials(study), unit="trial", dynamic_ncols=True
+            )
+
+    def __call__(self, trial: FrozenTrial) -> None:
+        if self.quiet:
+            return
+        line = trial_line(trial, self.names)
+        if self.bar is None:
+            print(line, flush=True)
+            return
+        self.bar.write(line)
+        self.bar.n = min(self.bar.total, counted_trials(self.study))
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _check_workers(n: int) -> None:
+    if n < 1:
+        raise HpoError(f"--n-workers={n} must be at least 1")
+
+
+def _work(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    config: HpoConfig,
+    url: str,
+    args: argparse.Namespace,
+) -> None:
+    """Run this process as one worker and start the other K-1 as `hpo worker` processes."""
+    _check_workers(args.n_workers)
+    threads = max(1, (os.cpu_count() or 1) // args.n_workers) if args.n_workers > 1 else None
+    env = {**os.environ, "HPO_STORAGE": url}  # the URL travels in the environment, not in `ps`
+    command = [sys.executable, "-m", "hpo", "worker", study.study_name, "--quiet"]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    if args.timeout is not None:
+        command += ["--timeout", str(args.timeout)]
+    helpers = [subprocess.Popen(command, env=env) for _ in range(args.n_workers - 1)]
+    progress = _Progress(study, args.quiet)
+    try:
+        run_worker(study, storage, config, threads=threads, timeout=args.timeout, on_trial=progress)
+    finally:
+        progress.close()
+        for helper in helpers:
+            try:
+                helper.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+    failed = [h.returncode for h in helpers if h.returncode not in (0, None)]
+    if failed:
+        print(f"warning: {len(failed)} worker process(es) exited with status {failed}", file=sys.stderr)
+    if not args.quiet:
+        print(f"\n{show_text(study)}")
+        print(f"\nbrowse it: optuna-dashboard {redact(url)}")
+
+
+def _open(url: str, config: HpoConfig | None = None) -> optuna.storages.RDBStorage:
+    return open_storage(url, config.storage if config else None)
+
+
+def _verify_data(study: optuna.Study, config: HpoConfig) -> None:
+    fingerprint = load_dataset(config.train.data).fingerprint
+    if study.user_attrs.get(ATTR_FINGERPRINT) != fingerprint:
+        raise HpoError(
+            f"study {study.study_name!r} was made on data with fingerprint "
+            f"{str(study.user_attrs.get(ATTR_FINGERPRINT))[:12]}, but {config.train.data.source!r} "
+            f"now has {fingerprint[:12]}; restore the data or start a new study"
+        )
+
+
+def cmd_run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of study_configs/")
+    _add_run_flags(parser)
+    args = parser.parse_intermixed_args(argv)
+    _check_workers(args.n_workers)
+    config = hpo_config(compose(args.overrides))
+    url = resolve_url(args.storage, config.storage.url)
+    storage = _open(url, config)
+    fingerprint = load_dataset(config.train.data).fingerprint
+    study = create_or_continue(config, storage, fingerprint)
+    if not args.quiet:
+        print(f"study {study.study_name} in {redact(url)}: {counted_trials(study)}/{target(study)} trials")
+    _work(study, storage, config, url, args)
+    return 0
+
+
+def cmd_resume(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    parser.add_argument("name", help="study name")
+    parser.add_argument(
+        "--n-trials", type=int, metavar="N", help="run N more trials (default: finish the target)"
+    )
+    _add_run_flags(parser)
+    args = parser.parse_intermixed_args(argv)
+    _check_workers(args.n_workers)
+    url = resolve_url(args.storage)
+    study, config = load_existing(args.name, _open(url), url)
+    _verify_data(study, config)
+    storage = _open(url, config)  # with the study's own heartbeat settings
+    study = create_or_continue(config, storage, study.user_attrs[ATTR_FINGERPRINT])
+    if args.n_trials is not None:
+        if args.n_trials < 1:
+            raise HpoError(f"--n-trials={args.n_trials} must be at least 1")
+        with study_lock(storage, study.study_name):
+            study.set_user_attr(ATTR_TARGET, counted_trials(study) + args.n_trials)
+    if not args.quiet:
+        print(f"resuming {study.study_name} in {redact(url)}: {counted_trials(study)}/{target(study)} trials")
+    _work(study, storage, config, url, args)
+    return 0
+
+
+def cmd_worker(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    parser.add_argument("name", help="study name")
+    parser.add_argument(
+        "--storage", metavar="URL", help="database URL (default: $HPO_STORAGE, sqlite:///hpo.db)"
+    )
+    parser.add_argument("--threads", type=int, metavar="T", help="torch CPU threads per trial")
+    parser.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
+    parser.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    args = parser.parse_intermixed_args(argv)
+    if args.threads is not None and args.threads < 1:
+        raise HpoError(f"--threads={args.threads} must be at least 1")
+    url = resolve_url(args.storage)
+    study, config = load_existing(args.name, _open(url), url)
+    _verify_data(study, config)
+    # Joining workers must not replay the first worker's sampler stream.
+    storage = _open(url, config)
+    study = create_or_continue(config, storage, study.user_attrs[ATTR_FINGERPRINT], seed_offset=os.getpid())
+    names = objective_names(study)
+    on_trial = None if args.quiet else (lambda t: print(trial_line(t, names), flush=True))
+    run_worker(study, storage, config, threads=args.threads, timeout=args.timeout, on_trial=on_trial)
+    return 0
+
+
+def cmd_studies(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    parser.add_argument("--storage", metavar="URL")
+    args = parser.parse_intermixed_args(argv)
+    print(studies_table(_open(resolve_url(args.storage))))
+    return 0
+
+
+def _named_study(
+    argv: Sequence[str], parser: argparse.ArgumentParser
+) -> tuple[optuna.Study, argparse.Namespace]:
+    parser.add_argument("name", help="study name")
+    parser.add_argument("--storage", metavar="URL")
+    args = parser.parse_intermixed_args(argv)
+    url = resolve_url(args.storage)
+    study, _ = load_existing(args.name, _open(url), url)
+    return study, args
+
+
+def cmd_show(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    study, _ = _named_study(argv, parser)
+    print(show_text(study))
+    return 0
+
+
+def cmd_export(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    parser.add_argument("--format", required=True, choices=("csv", "json"))
+    parser.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    study, args = _named_study(argv, parser)
+    text = export(study, args.format)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+__all__ = ["cmd_export", "cmd_resume", "cmd_run", "cmd_show", "cmd_studies", "cmd_worker", "pareto_table"]

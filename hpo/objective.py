@@ -1,0 +1,155 @@
+"""One trial: sampled parameters -> TrainConfig -> isolated training -> values and records.
+
+The objective knows Optuna and hpo's configs, not torch: training happens in a child
+process (hpo.launch) and comes back as a TrialResult. Everything needed to trust a
+trial's numbers is stored with it as user attributes: every metric, the resolved
+training config, the learning curve, a text sample and the environment.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo import __version__
+from hpo.errors import HpoError
+from hpo.feasibility import infeasible_reason
+from hpo.launch import TrialFailure, run_isolated
+from hpo.settings import HpoConfig
+from hpo.study import ATTR_MESSAGE, ATTR_REASON
+from hpo.train import EvalEvent, TrainConfig, TrialResult
+
+CONSTRAINT = "infeasible"
+# Scalar TrialResult fields stored as one user attribute each (the dashboard lists them).
+METRIC_ATTRS = (
+    "val_accuracy",
+    "val_loss",
+    "train_loss",
+    "tokens_per_sec",
+    "params",
+    "flops_per_token",
+    "achieved_flops",
+    "peak_flops",
+    "mfu",
+    "peak_memory_bytes",
+    "steps",
+    "tokens",
+    "wall_time_s",
+    "train_time_s",
+    "eval_time_s",
+    "overhead_s",
+    "device",
+    "device_name",
+    "n_devices",
+    "dtype",
+    "torch_version",
+    "data_fingerprint",
+    "sample",
+)
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """A distinct, reproducible seed per trial of a study."""
+    return (study_seed * 1_000_003 + number) % 2**31
+
+
+def trial_config(config: HpoConfig, params: dict[str, Any], number: int, threads: int | None) -> TrainConfig:
+    """The TrainConfig of one trial; HpoError if the parameters make it invalid."""
+    base = config.train
+    run = replace(base.train, seed=trial_seed(config.study.seed, number))
+    if threads is not None and base.train.threads is None:
+        run = replace(run, threads=threads)
+    return config.space.apply(replace(base, train=run), params)
+
+
+class _Heartbeat:
+    """Keeps a trial alive in the storage while the parent waits for its child process."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int, interval: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, args=(storage, trial_id, interval), daemon=True, name="hpo-heartbeat"
+        )
+
+    def _beat(self, storage: Any, trial_id: int, interval: float) -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if self._stop.wait(interval):
+                return
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    config: HpoConfig,
+    threads: int | None = None,
+    on_eval: Callable[[EvalEvent], None] | None = None,
+) -> FrozenTrial:
+    """Sample, check, train and tell one trial; returns its final record.
+
+    Infeasible configurations are told PRUNED with a violated constraint, so TPE and GP
+    learn to avoid them (Optuna's samplers read constraints of complete and pruned
+    trials only); failures are FAIL with a one-word reason; Ctrl-C fails the trial with
+    reason `interrupted` and propagates.
+    """
+    params = config.space.suggest(trial)
+    trial.set_user_attr("host", platform.node())
+    trial.set_user_attr("hpo_version", __version__)
+    trial.set_user_attr("optuna_version", optuna.__version__)
+    try:
+        train_config = trial_config(config, params, trial.number, threads)
+        reason = infeasible_reason(train_config, config.resources)
+    except HpoError as exc:
+        reason = str(exc)
+    if reason is not None:
+        trial.set_constraint(CONSTRAINT, 1.0)
+        return _finish(study, trial, TrialState.PRUNED, reason=("infeasible", reason))
+    trial.set_constraint(CONSTRAINT, 0.0)
+    trial.set_user_attr("seed", train_config.train.seed)
+    trial.set_user_attr("config", train_config.to_dict())
+
+    storage = study._storage
+    try:
+        with _Heartbeat(storage, trial._trial_id, config.storage.heartbeat_interval):
+            result = run_isolated(train_config, on_eval=on_eval, timeout=config.study.trial_timeout)
+    except TrialFailure as failure:
+        return _finish(study, trial, TrialState.FAIL, reason=(failure.reason, failure.message))
+    except KeyboardInterrupt:
+        _finish(study, trial, TrialState.FAIL, reason=("interrupted", "stopped by Ctrl-C"))
+        raise
+    _record(trial, result)
+    values = [getattr(result, name) for name in config.study.objectives]
+    return _finish(study, trial, TrialState.COMPLETE, values=values)
+
+
+def _record(trial: optuna.Trial, result: TrialResult) -> None:
+    for name in METRIC_ATTRS:
+        trial.set_user_attr(name, getattr(result, name))
+    trial.set_user_attr("curve", [event.__dict__ for event in result.curve])
+
+
+def _finish(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    state: TrialState,
+    values: list[float] | None = None,
+    reason: tuple[str, str] | None = None,
+) -> FrozenTrial:
+    if reason is not None:
+        trial.set_user_attr(ATTR_REASON, reason[0])
+        trial.set_user_attr(ATTR_MESSAGE, reason[1])
+    return study.tell(trial, values=values, state=state)

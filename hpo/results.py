@@ -1,0 +1,148 @@
+"""Read studies back: summaries, the Pareto front, best trials and exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.study import ATTR_MESSAGE, ATTR_REASON, target
+from hpo.tables import format_table
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    return study.metric_names or [f"value_{i}" for i in range(len(study.directions))]
+
+
+def studies_table(storage: optuna.storages.BaseStorage) -> str:
+    """One row per study: trial counts by state and the best value of each objective."""
+    rows = []
+    for summary in sorted(optuna.get_all_study_summaries(storage), key=lambda s: s.study_name):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+        best = _best_values(study)
+        rows.append(
+            (
+                summary.study_name,
+                f"{counts[TrialState.COMPLETE]}/{target(study) or '-'}",
+                counts[TrialState.RUNNING],
+                counts[TrialState.PRUNED],
+                counts[TrialState.FAIL],
+                ", ".join(f"{name} {_fmt(v)}" for name, v in best.items()) or "-",
+            )
+        )
+    if not rows:
+        return "no studies"
+    return format_table(["study", "complete/target", "running", "pruned", "failed", "best"], rows)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
+
+
+def _feasible_complete(study: optuna.Study) -> list[FrozenTrial]:
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if all(v <= 0 for v in t.constraints.values())
+    ]
+
+
+def _best_values(study: optuna.Study) -> dict[str, float]:
+    trials = _feasible_complete(study)
+    if not trials:
+        return {}
+    return {name: max(t.values[i] for t in trials) for i, name in enumerate(objective_names(study))}
+
+
+def pareto_table(study: optuna.Study) -> str:
+    """The Pareto front (feasible trials only), sorted by the first objective."""
+    front = sorted(study.best_trials, key=lambda t: -t.values[0])
+    if not front:
+        return "no completed trials yet"
+    names = objective_names(study)
+    params = sorted({key for t in front for key in t.params})
+    rows = [(t.number, *t.values, *(t.params.get(p) for p in params)) for t in front]
+    return format_table(["trial", *names, *params], rows)
+
+
+def show_text(study: optuna.Study) -> str:
+    """Pareto front plus the best trial by each objective, as `hpo show` prints it."""
+    names = objective_names(study)
+    parts = [f"study {study.study_name}: Pareto front ({len(study.best_trials)} trials)", pareto_table(study)]
+    trials = _feasible_complete(study)
+    for i, name in enumerate(names):
+        if trials:
+            best = max(trials, key=lambda t: t.values[i])
+            params = ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+            parts.append(f"best {name}: trial {best.number} ({_fmt(best.values[i])}) {params}")
+    failed = [t for t in study.get_trials(deepcopy=False) if ATTR_REASON in t.user_attrs]
+    if failed:
+        reasons: dict[str, int] = {}
+        for t in failed:
+            reasons[t.user_attrs[ATTR_REASON]] = reasons.get(t.user_attrs[ATTR_REASON], 0) + 1
+        parts.append("not completed: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
+    return "\n".join(parts)
+
+
+def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """The JSON export contract: number, state, values (null unless complete), params, user_attrs."""
+    return [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "values": t.values if t.state == TrialState.COMPLETE else None,
+            "params": t.params,
+            "user_attrs": t.user_attrs,
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+
+
+def export(study: optuna.Study, fmt: str) -> str:
+    records = trial_records(study)
+    if fmt == "json":
+        return json.dumps(records, indent=2, default=str)
+    # CSV: one row per trial, scalar columns only (curve, config and sample stay in JSON).
+    names = objective_names(study)
+    params = sorted({k for r in records for k in r["params"]})
+    attrs = sorted(
+        {k for r in records for k, v in r["user_attrs"].items() if not isinstance(v, (dict, list))}
+        - {"sample"}
+    )
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["number", "state", *names, *params, *attrs])
+    for r in records:
+        values = r["values"] or [None] * len(names)
+        writer.writerow(
+            [
+                r["number"],
+                r["state"],
+                *values,
+                *(r["params"].get(p) for p in params),
+                *(r["user_attrs"].get(a) for a in attrs),
+            ]
+        )
+    return out.getvalue()
+
+
+def trial_line(trial: FrozenTrial, names: list[str]) -> str:
+    """A finished trial on one line, for the progress output."""
+    params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    if trial.state == TrialState.COMPLETE:
+        values = "  ".join(f"{n} {_fmt(v)}" for n, v in zip(names, trial.values, strict=True))
+        seconds = trial.user_attrs.get("wall_time_s")
+        return f"trial {trial.number:>3} done   {values}  ({seconds:.1f} s)  {params}"
+    reason = trial.user_attrs.get(ATTR_REASON, trial.state.name.lower())
+    message = trial.user_attrs.get(ATTR_MESSAGE, "")
+    return f"trial {trial.number:>3} {trial.state.name.lower():<6} {reason}: {message}  {params}"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,91 @@
+"""The typed form of a whole composed config: one training base plus how to search it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
+
+from hpo.errors import HpoError
+from hpo.feasibility import ResourcesConfig
+from hpo.search_space import SearchSpace
+from hpo.storage import StorageConfig
+from hpo.train import TrainConfig
+
+OBJECTIVES: tuple[str, ...] = ("val_accuracy", "tokens_per_sec")
+SamplerName = Literal["tpe", "nsga2", "nsga3", "gp", "random"]
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """`n_trials` counts trials that ran to an outcome (complete, pruned, failed by their
+    configuration); trials lost to a dead worker or Ctrl-C are retried, not counted."""
+
+    name: str = "hpo"
+    n_trials: int = 8
+    seed: int = 0
+    objectives: tuple[str, ...] = OBJECTIVES
+    trial_timeout: float | None = 900.0
+    baselines: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise HpoError("study.name is empty; give the study a name (study.name=my-study)")
+        if self.n_trials < 1:
+            raise HpoError(f"study.n_trials={self.n_trials} must be at least 1")
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown or not self.objectives or len(set(self.objectives)) != len(self.objectives):
+            raise HpoError(
+                f"study.objectives={list(self.objectives)} must be distinct names "
+                f"among {', '.join(OBJECTIVES)}"
+            )
+        if self.trial_timeout is not None and self.trial_timeout <= 0:
+            raise HpoError(f"study.trial_timeout={self.trial_timeout} must be positive (or null: none)")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Optuna's samplers, seeded from the study seed. `n_startup_trials` random trials
+    come first for TPE and GP; NSGA-II/III evolve populations of `population_size`."""
+
+    name: SamplerName = "tpe"
+    n_startup_trials: int = 5
+    population_size: int = 8
+    multivariate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.name not in get_args(SamplerName):
+            raise HpoError(
+                f"sampler.name={self.name!r} is unknown; use one of {', '.join(get_args(SamplerName))}"
+            )
+        if self.n_startup_trials < 0:
+            raise HpoError(f"sampler.n_startup_trials={self.n_startup_trials} must be >= 0")
+        if self.population_size < 2:
+            raise HpoError(f"sampler.population_size={self.population_size} must be at least 2")
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    name: Literal["none"] = "none"
+
+
+@dataclass(frozen=True)
+class HpoConfig:
+    """Everything a study needs; stored whole in the study so a resume needs nothing else."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search_space: dict[str, Any] = field(default_factory=dict)
+    study: StudySettings = field(default_factory=StudySettings)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def __post_init__(self) -> None:
+        SearchSpace.from_dict(self.search_space)  # validate early: before a study exists
+
+    @property
+    def space(self) -> SearchSpace:
+        return SearchSpace.from_dict(self.search_space)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,111 @@
+"""Open the SQL backend of a study: SQLite by default, PostgreSQL for many workers.
+
+The URL comes from `--storage`, else the config's `storage.url`, else `HPO_STORAGE`,
+else `sqlite:///hpo.db`. It is shown only through `redact`, so a password never reaches a
+terminal or a log. Heartbeats turn a trial whose worker died into a retried trial.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from hpo.errors import HpoError
+
+DEFAULT_URL = "sqlite:///hpo.db"
+URL_HELP = "use sqlite:///PATH.db or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where studies live and how dead workers are detected.
+
+    A running trial's worker writes a heartbeat every `heartbeat_interval` seconds; one
+    silent for `grace_period` seconds is failed and re-queued (up to `max_retry` times).
+    """
+
+    url: str | None = None
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    max_retry: int = 3
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval < 1:
+            raise HpoError(f"storage.heartbeat_interval={self.heartbeat_interval} must be >= 1 second")
+        if self.grace_period <= self.heartbeat_interval:
+            raise HpoError(
+                f"storage.grace_period={self.grace_period} must exceed "
+                f"storage.heartbeat_interval={self.heartbeat_interval}"
+            )
+        if self.max_retry < 0:
+            raise HpoError(f"storage.max_retry={self.max_retry} must be >= 0")
+
+
+def resolve_url(flag: str | None = None, configured: str | None = None) -> str:
+    return flag or configured or os.environ.get("HPO_STORAGE") or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ***, safe to print."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<malformed storage URL>"
+
+
+def parse_url(url: str) -> URL:
+    """A validated SQLAlchemy URL; plain `postgresql://` uses psycopg 3, the driver hpo ships."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise HpoError(f"storage URL {redact(url)!r} is malformed; {URL_HELP}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise HpoError(f"storage URL {redact(url)!r} names an unsupported database; {URL_HELP}")
+    if parsed.get_backend_name() == "sqlite" and not parsed.database:
+        raise HpoError(f"storage URL {redact(url)!r} has no file; use sqlite:///PATH.db")
+    return parsed
+
+
+def open_storage(url: str, config: StorageConfig | None = None) -> optuna.storages.RDBStorage:
+    """An RDBStorage with heartbeats and retries; HpoError if the database is unreachable."""
+    config = config or StorageConfig()
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        # Several local workers share one file: wait for the write lock instead of failing.
+        engine_kwargs: dict[str, object] = {"connect_args": {"timeout": 60}}
+        if parsed.database and parsed.database != ":memory:":
+            parent = os.path.dirname(os.path.abspath(parsed.database))
+            if not os.path.isdir(parent):
+                raise HpoError(f"storage URL {redact(url)!r}: folder {parent} does not exist")
+    else:
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    try:
+        return optuna.storages.RDBStorage(
+            parsed.render_as_string(hide_password=False),
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=config.heartbeat_interval,
+            grace_period=config.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=config.max_retry
+            ),
+        )
+    except (SQLAlchemyError, ImportError, OSError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise HpoError(
+            f"cannot open storage {redact(url)}: {detail}; check that the database server is "
+            "running and the URL is right"
+        ) from None
+
+
+def dispose(storage: optuna.storages.RDBStorage) -> None:
+    """Close pooled connections (before forking workers, and at exit)."""
+    storage.remove_session()
+    engine: sqlalchemy.engine.Engine = storage.engine
+    engine.dispose()

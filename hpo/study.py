@@ -1,0 +1,148 @@
+"""Create, find and resume self-describing studies (decision 5 in DESIGN.md).
+
+A study stores its resolved config, its data fingerprint, the hpo version and its trial
+target in its user attributes, so `hpo resume NAME` and `hpo worker NAME` rebuild
+everything from the database. Continuing a study with a different search space or
+different data is refused: the trials would not be comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo import __version__
+from hpo.errors import HpoError
+from hpo.settings import HpoConfig, SamplerConfig
+from hpo.storage import redact
+from hpo.structured import build
+
+ATTR_CONFIG = "hpo_config"
+ATTR_FINGERPRINT = "data_fingerprint"
+ATTR_VERSION = "hpo_version"
+ATTR_TARGET = "n_trials"
+ATTR_REASON = "failure_reason"
+ATTR_MESSAGE = "failure_message"
+# Keys of the stored config that may differ when a study is continued: run control only.
+MUTABLE_KEYS = ("study.n_trials", "storage")
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# hpo drives trials with ask/tell and keeps each running trial's heartbeat itself
+# (hpo.objective), which this warning of Study.ask does not know.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def build_sampler(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """The configured Optuna sampler. Constraints come from `trial.set_constraint`."""
+    if config.name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=config.n_startup_trials, multivariate=config.multivariate
+        )
+    if config.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=config.population_size)
+    if config.name == "nsga3":
+        return optuna.samplers.NSGAIIISampler(seed=seed, population_size=config.population_size)
+    if config.name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=config.n_startup_trials)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ, ignoring run-control keys (MUTABLE_KEYS)."""
+    # Through JSON, as the database stores it: tuples and lists compare equal.
+    a, b = _flatten(json.loads(json.dumps(stored))), _flatten(json.loads(json.dumps(current)))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return [k for k in keys if not any(k == m or k.startswith(m + ".") for m in MUTABLE_KEYS)]
+
+
+def create_or_continue(
+    config: HpoConfig, storage: optuna.storages.BaseStorage, fingerprint: str, seed_offset: int = 0
+) -> optuna.Study:
+    """Create the study of `config.study.name`, or continue it if it exists and matches."""
+    name = config.study.name
+    directions = [optuna.study.StudyDirection.MAXIMIZE] * len(config.study.objectives)
+    sampler = build_sampler(config.sampler, config.study.seed + seed_offset)
+    if name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        check_compatible(study, config, fingerprint)
+        study.set_user_attr(ATTR_TARGET, config.study.n_trials)
+        return study
+    study = optuna.create_study(
+        study_name=name, storage=storage, directions=directions, sampler=sampler, load_if_exists=True
+    )
+    if ATTR_CONFIG in study.user_attrs:  # another process created it first
+        check_compatible(study, config, fingerprint)
+        return study
+    study.set_metric_names(list(config.study.objectives))
+    study.set_user_attr(ATTR_CONFIG, config.to_dict())
+    study.set_user_attr(ATTR_FINGERPRINT, fingerprint)
+    study.set_user_attr(ATTR_VERSION, __version__)
+    study.set_user_attr(ATTR_TARGET, config.study.n_trials)
+    for params in config.study.baselines:
+        study.enqueue_trial(dict(params), skip_if_exists=True)
+    return study
+
+
+def check_compatible(study: optuna.Study, config: HpoConfig, fingerprint: str) -> None:
+    stored_fp = study.user_attrs.get(ATTR_FINGERPRINT)
+    if stored_fp != fingerprint:
+        raise HpoError(
+            f"study {study.study_name!r} was made on data with fingerprint {str(stored_fp)[:12]}, "
+            f"but the data now has {fingerprint[:12]}; restore the data or start a new study.name"
+        )
+    diffs = config_differences(study.user_attrs.get(ATTR_CONFIG, {}), config.to_dict())
+    if diffs:
+        raise HpoError(
+            f"study {study.study_name!r} exists with a different config ({', '.join(diffs[:3])}); "
+            f"use `hpo resume {study.study_name}` to continue it as stored, or a new study.name"
+        )
+
+
+def load_existing(
+    name: str, storage: optuna.storages.BaseStorage, url: str
+) -> tuple[optuna.Study, HpoConfig]:
+    """A stored study and its config, rebuilt from the database alone."""
+    if name not in optuna.get_all_study_names(storage):
+        raise HpoError(f"study {name!r} does not exist in {redact(url)}; `hpo studies` lists those that do")
+    study = optuna.load_study(study_name=name, storage=storage)
+    stored = study.user_attrs.get(ATTR_CONFIG)
+    if stored is None:
+        raise HpoError(
+            f"study {name!r} was not created by hpo (it has no stored config); it cannot be resumed"
+        )
+    return study, build(HpoConfig, stored)
+
+
+def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of failed trials that Optuna re-queued (their worker died)."""
+    return {n for t in trials for n in optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t)}
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that took a slot of the target: started, and not lost to a dead worker or Ctrl-C."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    return sum(
+        1
+        for t in trials
+        if t.state != TrialState.WAITING
+        and t.number not in retried
+        and t.user_attrs.get(ATTR_REASON) != "interrupted"
+    )
+
+
+def target(study: optuna.Study) -> int:
+    return int(study.user_attrs.get(ATTR_TARGET, 0))

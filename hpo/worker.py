@@ -1,0 +1,98 @@
+"""The worker loop: claim a trial slot, run it, repeat until the study's target is met.
+
+Optuna's `optimize(n_trials=...)` counts per worker, and its MaxTrialsCallback stops a
+worker only after the target is passed, so K workers overshoot by up to K-1 trials. hpo
+claims each slot under a study-wide lock instead (a PostgreSQL advisory lock, or a file
+lock beside a SQLite database, which only one host can use anyway): the count of trials
+and the `ask` that creates the next one happen atomically, so K workers on one study run
+exactly the target, none lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.objective import run_trial
+from hpo.settings import HpoConfig
+from hpo.study import counted_trials, target
+from hpo.train import EvalEvent
+
+
+@contextlib.contextmanager
+def study_lock(storage: optuna.storages.RDBStorage, study_name: str) -> Iterator[None]:
+    """Mutual exclusion between every worker of one study, across processes and hosts."""
+    engine: sqlalchemy.engine.Engine = storage.engine
+    if engine.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"hpo:{study_name}".encode()).digest()[:8], "big", signed=True)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield  # an in-memory database has a single process
+        return
+    lock_path = Path(f"{database}.{hashlib.sha256(study_name.encode()).hexdigest()[:12]}.lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def claim(
+    study: optuna.Study, storage: optuna.storages.RDBStorage, poll: float, deadline: float | None = None
+) -> optuna.Trial | None:
+    """The next trial of the study, or None when its target is met and nothing runs.
+
+    While other trials still run, a worker with nothing to claim waits: one of them may
+    belong to a dead worker, and once its heartbeat is stale it comes back as a waiting
+    retry that this worker runs.
+    """
+    while deadline is None or time.monotonic() < deadline:
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial becomes a waiting retry
+        with study_lock(storage, study.study_name):
+            if counted_trials(study) < target(study):
+                return study.ask()
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                return None
+        time.sleep(poll)
+    return None
+
+
+def run_worker(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    config: HpoConfig,
+    *,
+    threads: int | None = None,
+    timeout: float | None = None,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+    on_eval: Callable[[EvalEvent], None] | None = None,
+) -> int:
+    """Run trials until the target is met or `timeout` seconds passed; returns how many ran."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    done = 0
+    while deadline is None or time.monotonic() < deadline:
+        trial = claim(study, storage, poll=config.storage.heartbeat_interval, deadline=deadline)
+        if trial is None:
+            break
+        frozen = run_trial(study, trial, config, threads=threads, on_eval=on_eval)
+        done += 1
+        if on_trial is not None:
+            on_trial(frozen)
+    return done
