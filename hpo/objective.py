@@ -42,6 +42,7 @@ METRIC_ATTRS = (
     "tokens",
     "wall_time_s",
     "train_time_s",
+    "timed_time_s",
     "eval_time_s",
     "overhead_s",
     "device",

@@ -192,6 +192,7 @@ class TrialResult:
     tokens: int
     wall_time_s: float
     train_time_s: float
+    timed_time_s: float
     eval_time_s: float
     overhead_s: float
     device: str
@@ -338,6 +339,7 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         tokens=tokens,
         wall_time_s=wall,
         train_time_s=step_time,
+        timed_time_s=timed_time,
         eval_time_s=eval_time,
         overhead_s=wall - step_time,
         device=device.type,
