@@ -39,8 +39,14 @@ def load_checkpoint(path: str | Path) -> tuple[GPT, TrainConfig, Tokenizer]:
         raise HpoError(f"checkpoint {str(path)!r} does not exist") from None
     except Exception as exc:  # torch raises several unrelated types for a bad file
         raise HpoError(f"{str(path)!r} is not an hpo checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or not {"model", "config", "tokenizer"} <= state.keys():
+        raise HpoError(f"{str(path)!r} is not an hpo checkpoint (it lacks model, config or tokenizer)")
     config = build(TrainConfig, state["config"])
     model = GPT(config.model)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors
+        first = str(exc).splitlines()[0]
+        raise HpoError(f"{str(path)!r}: the weights do not fit the model config ({first})") from None
     model.eval()
     return model, config, build(Tokenizer, state["tokenizer"])

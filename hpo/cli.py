@@ -40,20 +40,23 @@ def cmd_config(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
-    from hpo.config import compose, train_config
+    from hpo.config import compose, hpo_config
+    from hpo.feasibility import infeasible_reason
     from hpo.tables import format_table
     from hpo.train import EvalEvent, train
 
     _with_overrides(parser)
-    parser.add_argument(
-        "--checkpoint", metavar="PATH", help="save the trained model (same as train.checkpoint=PATH)"
-    )
+    parser.add_argument("--checkpoint", metavar="PATH", help="save the trained model (same as train.checkpoint=PATH)")
     parser.add_argument("--quiet", action="store_true", help="print only the final metrics")
     args = parser.parse_intermixed_args(argv)
     overrides = list(args.overrides)
     if args.checkpoint:
         overrides.append(f"train.checkpoint={args.checkpoint}")
-    config = train_config(compose(overrides))
+    composed = hpo_config(compose(overrides))
+    config = composed.train
+    reason = infeasible_reason(config, composed.resources)
+    if reason:
+        raise HpoError(reason)
 
     def show(event: EvalEvent) -> None:
         print(
@@ -63,7 +66,16 @@ def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
             flush=True,
         )
 
-    result = train(config, on_eval=None if args.quiet else show)
+    on_eval = None if args.quiet else show
+    if config.train.n_devices == 1:
+        result = train(config, on_eval=on_eval)
+    else:  # one process per device under torch.distributed
+        from hpo.launch import TrialFailure, run_isolated
+
+        try:
+            result = run_isolated(config, on_eval=on_eval)
+        except TrialFailure as failure:
+            raise HpoError(str(failure)) from None
     rows = [
         ("val_accuracy", result.val_accuracy),
         ("val_loss", result.val_loss),

@@ -27,9 +27,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage", metavar="URL", help="database URL (default: storage.url, $HPO_STORAGE, sqlite:///hpo.db)"
     )
-    parser.add_argument(
-        "--n-workers", type=int, default=1, metavar="K", help="local worker processes on the study"
-    )
+    parser.add_argument("--n-workers", type=int, default=1, metavar="K", help="local worker processes on the study")
     parser.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -44,9 +42,7 @@ class _Progress:
         if not quiet and sys.stderr.isatty():  # a bar in a log file is noise: lines only
             from tqdm import tqdm
 
-            self.bar = tqdm(
-                total=target(study), initial=counted_trials(study), unit="trial", dynamic_ncols=True
-            )
+            self.bar = tqdm(total=target(study), initial=counted_trials(study), unit="trial", dynamic_ncols=True)
 
     def __call__(self, trial: FrozenTrial) -> None:
         if self.quiet:
@@ -78,17 +74,14 @@ def _work(
 ) -> None:
     """Run this process as one worker and start the other K-1 as `hpo worker` processes."""
     _check_workers(args.n_workers)
-    threads = max(1, (os.cpu_count() or 1) // args.n_workers) if args.n_workers > 1 else None
     env = {**os.environ, "HPO_STORAGE": url}  # the URL travels in the environment, not in `ps`
     command = [sys.executable, "-m", "hpo", "worker", study.study_name, "--quiet"]
-    if threads is not None:
-        command += ["--threads", str(threads)]
     if args.timeout is not None:
         command += ["--timeout", str(args.timeout)]
     helpers = [subprocess.Popen(command, env=env) for _ in range(args.n_workers - 1)]
     progress = _Progress(study, args.quiet)
     try:
-        run_worker(study, storage, config, threads=threads, timeout=args.timeout, on_trial=progress)
+        run_worker(study, storage, config, timeout=args.timeout, on_trial=progress)
     finally:
         progress.close()
         for helper in helpers:
@@ -136,9 +129,7 @@ def cmd_run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
 
 def cmd_resume(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("name", help="study name")
-    parser.add_argument(
-        "--n-trials", type=int, metavar="N", help="run N more trials (default: finish the target)"
-    )
+    parser.add_argument("--n-trials", type=int, metavar="N", help="run N more trials (default: finish the target)")
     _add_run_flags(parser)
     args = parser.parse_intermixed_args(argv)
     _check_workers(args.n_workers)
@@ -160,15 +151,10 @@ def cmd_resume(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
 
 def cmd_worker(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("name", help="study name")
-    parser.add_argument(
-        "--storage", metavar="URL", help="database URL (default: $HPO_STORAGE, sqlite:///hpo.db)"
-    )
-    parser.add_argument("--threads", type=int, metavar="T", help="torch CPU threads per trial")
+    parser.add_argument("--storage", metavar="URL", help="database URL (default: $HPO_STORAGE, sqlite:///hpo.db)")
     parser.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     parser.add_argument("--quiet", action="store_true", help="no per-trial lines")
     args = parser.parse_intermixed_args(argv)
-    if args.threads is not None and args.threads < 1:
-        raise HpoError(f"--threads={args.threads} must be at least 1")
     url = resolve_url(args.storage)
     study, config = load_existing(args.name, _open(url), url)
     _verify_data(study, config)
@@ -177,7 +163,7 @@ def cmd_worker(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     study = create_or_continue(config, storage, study.user_attrs[ATTR_FINGERPRINT], seed_offset=os.getpid())
     names = objective_names(study)
     on_trial = None if args.quiet else (lambda t: print(trial_line(t, names), flush=True))
-    run_worker(study, storage, config, threads=args.threads, timeout=args.timeout, on_trial=on_trial)
+    run_worker(study, storage, config, timeout=args.timeout, on_trial=on_trial)
     return 0
 
 
@@ -188,9 +174,7 @@ def cmd_studies(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _named_study(
-    argv: Sequence[str], parser: argparse.ArgumentParser
-) -> tuple[optuna.Study, argparse.Namespace]:
+def _named_study(argv: Sequence[str], parser: argparse.ArgumentParser) -> tuple[optuna.Study, argparse.Namespace]:
     parser.add_argument("name", help="study name")
     parser.add_argument("--storage", metavar="URL")
     args = parser.parse_intermixed_args(argv)

@@ -49,9 +49,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.tokenizer not in TOKENIZERS:
-            raise HpoError(
-                f"data.tokenizer={self.tokenizer!r} is unknown; use one of {', '.join(TOKENIZERS)}"
-            )
+            raise HpoError(f"data.tokenizer={self.tokenizer!r} is unknown; use one of {', '.join(TOKENIZERS)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise HpoError(f"data.val_fraction={self.val_fraction} must be between 0 and 1")
         if self.val_tokens < 1:
@@ -125,16 +123,21 @@ class Dataset:
         return chunk[:, :-1], chunk[:, 1:]
 
     def train_batch(
-        self, batch_size: int, block_size: int, generator: torch.Generator
+        self, batch_size: int, block_size: int, generator: torch.Generator, rows: slice | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """batch_size random windows of the training split, drawn from the generator."""
+        """batch_size random windows of the training split, drawn from the generator.
+
+        `rows` keeps part of the batch: every rank of a data-parallel run draws the same
+        global batch and trains on its own slice, so N ranks optimize exactly as one
+        device with the whole batch would (the device count changes speed, not results).
+        """
         high = len(self.train) - block_size
         if high < 1:
             raise HpoError(
                 f"model.block_size={block_size} is longer than the training split "
                 f"({len(self.train)} tokens); lower model.block_size or use a larger corpus"
             )
-        starts = torch.randint(high, (batch_size,), generator=generator).numpy()
+        starts = torch.randint(high, (batch_size,), generator=generator).numpy()[rows or slice(None)]
         windows = np.lib.stride_tricks.sliding_window_view(self.train, block_size + 1)
         chunk = torch.from_numpy(windows[starts]).long()
         return chunk[:, :-1], chunk[:, 1:]

@@ -20,9 +20,7 @@ class DivergedError(HpoError):
     """
 
     def __init__(self, step: int, loss: float) -> None:
-        super().__init__(
-            f"training diverged at step {step} (loss {loss}); lower optim.lr or set optim.grad_clip"
-        )
+        super().__init__(f"training diverged at step {step} (loss {loss}); lower optim.lr or set optim.grad_clip")
         self.step = step
         self.loss = loss
 

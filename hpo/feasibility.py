@@ -10,38 +10,49 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from hpo import hardware
 from hpo.errors import HpoError
 from hpo.train import TrainConfig
 
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    """`devices`: `auto` (all visible GPUs, else one CPU process per core) or a count.
+    """Which devices trials may use: `auto` (all visible GPUs, else every CPU core, one
+    rank per core), a count (the first N of those) or an explicit list of device ids.
 
     `memory_limit_gb` caps the estimated peak memory of one device (host memory on CPU).
     """
 
-    devices: str | int = "auto"
+    devices: str | int | tuple[int, ...] = "auto"
     memory_limit_gb: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.devices, str) and self.devices != "auto":
-            raise HpoError(f"resources.devices={self.devices!r} must be auto or a positive integer")
+            raise HpoError(f"resources.devices={self.devices!r} must be auto, a count or a list of ids")
         if isinstance(self.devices, int) and self.devices < 1:
-            raise HpoError(f"resources.devices={self.devices} must be auto or a positive integer")
+            raise HpoError(f"resources.devices={self.devices} must be auto or a positive count")
+        if isinstance(self.devices, tuple) and (not self.devices or len(set(self.devices)) != len(self.devices)):
+            raise HpoError(f"resources.devices={list(self.devices)} must list distinct device ids")
         if self.memory_limit_gb is not None and self.memory_limit_gb <= 0:
             raise HpoError(f"resources.memory_limit_gb={self.memory_limit_gb} must be positive")
 
-    def available(self) -> tuple[int, str]:
-        """How many devices trials may use, and of which kind (cuda or cpu)."""
+    def pool(self) -> tuple[list[int], str]:
+        """The device ids trials may lease on this machine, and their kind (cuda or cpu)."""
         import torch
 
         gpus = torch.cuda.device_count()
         kind = "cuda" if gpus else "cpu"
-        found = gpus or (os.cpu_count() or 1)
+        found = list(range(gpus)) if gpus else sorted(os.sched_getaffinity(0))
         if self.devices == "auto":
             return found, kind
-        return int(self.devices), kind
+        wanted = list(range(self.devices)) if isinstance(self.devices, int) else [int(d) for d in self.devices]
+        missing = [d for d in wanted if d not in found] if isinstance(self.devices, tuple) else []
+        if missing or len(wanted) > len(found):
+            raise HpoError(
+                f"resources.devices={self.devices} asks for {kind} devices this machine lacks "
+                f"(it has {kind} {found}); use resources.devices=auto"
+            )
+        return (found[: len(wanted)] if isinstance(self.devices, int) else wanted), kind
 
 
 def estimate_memory_bytes(config: TrainConfig) -> int:
@@ -64,10 +75,14 @@ def estimate_memory_bytes(config: TrainConfig) -> int:
 
 def infeasible_reason(config: TrainConfig, resources: ResourcesConfig) -> str | None:
     """Why `config` cannot run on these resources, or None when it can."""
-    available, kind = resources.available()
+    try:
+        hardware.resolve_device(config.train.device)
+    except HpoError as exc:
+        return str(exc)
+    pool, kind = resources.pool()
     n = config.train.n_devices
-    if n > available:
-        return f"n_devices={n} but only {available} {kind} device(s) are available"
+    if n > len(pool):
+        return f"n_devices={n} but only {len(pool)} {kind} device(s) are available (resources.devices)"
     if config.train.batch_size % n:
         return f"batch_size={config.train.batch_size} does not split evenly across n_devices={n}"
     if resources.memory_limit_gb is not None:

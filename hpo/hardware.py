@@ -38,14 +38,18 @@ GPU_PEAK_BF16: tuple[tuple[str, float], ...] = (
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when a GPU is visible, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """`auto` picks CUDA when a GPU is visible, else the CPU.
+
+    A CUDA device carries its index: the current device, which the launcher sets to the
+    rank's own GPU.
+    """
+    if name not in ("auto", "cpu", "cuda"):
+        raise HpoError(f"train.device={name!r} is unknown; use auto, cpu or cuda")
     if name == "cuda" and not torch.cuda.is_available():
         raise HpoError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise HpoError(f"train.device={name!r} is unknown; use auto, cpu or cuda")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def device_name(device: torch.device) -> str:

@@ -1,5 +1,6 @@
-"""Run one training in a child process, so a crash, an out-of-memory kill or a hang fails
-that trial and not the worker (decision 7 in DESIGN.md).
+"""Run one training on N ranks in child processes (torch.distributed), so a crash, an
+out-of-memory kill or a hang fails that trial and not the worker (decisions 7 and 9 in
+DESIGN.md).
 
 Children come from a forkserver that has imported torch once: a trial starts in tens of
 milliseconds instead of the second and a half a fresh interpreter needs, which matters
@@ -16,9 +17,14 @@ import signal
 import threading
 import time
 import traceback
-from multiprocessing.connection import Connection
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
+import torch
+
+from hpo import hardware
 from hpo.errors import DivergedError, HpoError
 from hpo.train import OnEval, TrainConfig, TrialResult, train
 
@@ -43,46 +49,113 @@ def _context() -> Any:
 
 
 def run_isolated(
-    config: TrainConfig, on_eval: OnEval | None = None, timeout: float | None = None
+    config: TrainConfig,
+    on_eval: OnEval | None = None,
+    timeout: float | None = None,
+    device_ids: Sequence[int] | None = None,
+    train_fn: Callable[[TrainConfig, OnEval | None], TrialResult] = train,
 ) -> TrialResult:
-    """Train `config` in a child process; raise TrialFailure if it produced no result.
+    """Train `config` on `config.train.n_devices` ranks in child processes.
 
-    An exception raised by `on_eval` (a pruning decision, say) kills the child and
-    propagates, as does KeyboardInterrupt: no child outlives this call.
+    One rank per device: NCCL and one GPU each on CUDA machines, gloo and N CPU processes
+    elsewhere. `device_ids` are the leased devices (GPU indices, or CPU cores to which
+    each rank is pinned with one thread); without them ranks use GPUs 0..N-1, or split
+    the CPU's threads so that N x threads never exceeds the cores. The rendezvous store
+    is created here, on a port the kernel picks and this process holds, so concurrent
+    trials on one host never collide. `train_fn` runs on every rank (the trainer; tests
+    pass functions that fail on purpose, to exercise the fault paths).
+
+    Raises TrialFailure when any rank fails (with that rank's message), when a rank dies,
+    or at the timeout. An exception raised by `on_eval` (a pruning decision, say) kills
+    the ranks and propagates, as does KeyboardInterrupt: no rank outlives this call.
     """
+    world = config.train.n_devices
+    cuda = hardware.resolve_device(config.train.device).type == "cuda"
+    pin = device_ids is not None and not cuda
+    config = _split_threads(config, cores_per_rank=1 if pin else None)
+    ids = list(device_ids) if device_ids is not None else list(range(world))
+    if len(ids) != world:
+        raise TrialFailure("invalid", f"{len(ids)} device ids given for n_devices={world}")
+    store = None
+    if world > 1:
+        from torch.distributed import TCPStore
+
+        store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     ctx = _context()
-    receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_main, args=(config, sender), name="hpo-trial")
-    process.start()
-    sender.close()
+    receivers: dict[int, Connection] = {}
+    processes = []
+    for rank in range(world):
+        receiver, sender = ctx.Pipe(duplex=False)
+        port = store.port if store is not None else 0
+        process = ctx.Process(
+            target=_rank_main, args=(train_fn, config, rank, port, ids[rank], pin, sender), name=f"hpo-rank-{rank}"
+        )
+        process.start()
+        sender.close()
+        receivers[rank] = receiver
+        processes.append(process)
+
+    def where(rank: int) -> str:
+        return f"rank {rank}: " if world > 1 else ""
+
     deadline = None if timeout is None else time.monotonic() + timeout
+    finals: dict[int, TrialResult | None] = {}
     try:
-        while True:
-            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-            if wait <= 0:
+        while len(finals) < world:
+            wait_s = None if deadline is None else deadline - time.monotonic()
+            if wait_s is not None and wait_s <= 0:
                 raise TrialFailure("timeout", f"no result after the per-trial timeout of {timeout:g} s")
-            if not receiver.poll(wait):
-                if not process.is_alive() and not receiver.poll(0):
-                    raise TrialFailure("crashed", _exit_description(process.exitcode))
-                continue
-            try:
-                kind, payload = receiver.recv()
-            except EOFError:
-                process.join(5)
-                raise TrialFailure("crashed", _exit_description(process.exitcode)) from None
-            if kind == "eval":
-                if on_eval is not None:
-                    on_eval(payload)
-            elif kind == "result":
-                assert isinstance(payload, TrialResult)
-                return payload
-            else:
-                raise TrialFailure(*payload)
+            by_conn = {conn: rank for rank, conn in receivers.items()}
+            for ready in wait(list(by_conn), timeout=wait_s):
+                rank = by_conn[ready]  # type: ignore[index]
+                kind, payload = _receive(receivers[rank], processes[rank], where(rank))
+                if kind == "eval":
+                    if on_eval is not None:
+                        on_eval(payload)
+                elif kind == "error":
+                    reason, text = payload
+                    raise TrialFailure(reason, where(rank) + text)
+                else:
+                    finals[rank] = payload
+                    del receivers[rank]
+        result = finals[0]
+        assert isinstance(result, TrialResult)
+        return result
     finally:
-        receiver.close()
-        if process.is_alive():
-            process.kill()
-        process.join()
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+        for process in processes:
+            process.join()
+        for conn in receivers.values():
+            conn.close()
+        del store
+
+
+def _receive(conn: Connection, process: Any, where: str) -> tuple[str, Any]:
+    """The next message of a rank; a closed pipe without a final message is a crash."""
+    try:
+        message: tuple[str, Any] = conn.recv()
+        return message
+    except EOFError:
+        process.join(5)
+        raise TrialFailure("crashed", where + _exit_description(process.exitcode)) from None
+
+
+def _split_threads(config: TrainConfig, cores_per_rank: int | None) -> TrainConfig:
+    """CPU ranks share the cores: N ranks x threads never exceeds the threads asked for.
+
+    A rank pinned to its leased core gets that one core, unless train.threads says more.
+    """
+    run = config.train
+    if hardware.resolve_device(run.device).type == "cuda" or (run.threads is not None and cores_per_rank):
+        return config
+    if cores_per_rank is not None:
+        return replace(config, train=replace(run, threads=cores_per_rank))
+    if run.n_devices == 1:
+        return config
+    total = run.threads or os.cpu_count() or 1
+    return replace(config, train=replace(run, threads=max(1, total // run.n_devices)))
 
 
 def _exit_description(exitcode: int | None) -> str:
@@ -93,13 +166,32 @@ def _exit_description(exitcode: int | None) -> str:
     return f"training process exited with status {exitcode} without a result"
 
 
-def _child_main(config: TrainConfig, conn: Connection) -> None:
-    # The worker decides what Ctrl-C means for the trial; the child only stops when told.
+def _rank_main(
+    train_fn: Callable[[TrainConfig, OnEval | None], TrialResult],
+    config: TrainConfig,
+    rank: int,
+    port: int,
+    device_id: int,
+    pin: bool,
+    conn: Connection,
+) -> None:
+    # The worker decides what Ctrl-C means for the trial; ranks only stop when killed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
+    world = config.train.n_devices
     try:
-        result = train(config, on_eval=lambda event: conn.send(("eval", event)))
-        conn.send(("result", result))
+        cuda = hardware.resolve_device(config.train.device).type == "cuda"
+        if cuda:
+            torch.cuda.set_device(device_id)
+        elif pin:
+            os.sched_setaffinity(0, {device_id})
+        if world > 1:
+            store = torch.distributed.TCPStore("127.0.0.1", port, is_master=False)
+            backend = "nccl" if cuda else "gloo"
+            torch.distributed.init_process_group(backend, store=store, rank=rank, world_size=world)
+        send = (lambda event: conn.send(("eval", event))) if rank == 0 else None
+        result = train_fn(config, send)
+        conn.send(("result", result if rank == 0 else None))
     except DivergedError as exc:
         conn.send(("error", ("diverged", str(exc))))
     except HpoError as exc:
@@ -107,13 +199,15 @@ def _child_main(config: TrainConfig, conn: Connection) -> None:
     except MemoryError:
         conn.send(("error", ("out_of_memory", "out of host memory")))
     except Exception as exc:
-        if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA)
+        if isinstance(exc, torch.OutOfMemoryError):
             conn.send(("error", ("out_of_memory", str(exc).splitlines()[0])))
         else:
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
             conn.send(("error", ("crashed", f"{type(exc).__name__}: {exc} (at {where})")))
     finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
         conn.close()
 
 

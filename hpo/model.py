@@ -137,9 +137,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(b, t, c)
         return self.resid_dropout(self.c_proj(y))
 
@@ -175,9 +173,7 @@ class GPT(nn.Module):
             raise HpoError("model.vocab_size is unset; build the model with the data's vocab size")
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = (
-            nn.Embedding(config.block_size, config.n_embd) if config.pos_encoding == "learned" else None
-        )
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos_encoding == "learned" else None
         if config.pos_encoding == "sinusoidal":
             table = _sinusoidal_table(config.block_size, config.n_embd)
             self.register_buffer("pos_table", table, persistent=False)

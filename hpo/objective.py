@@ -21,6 +21,7 @@ from hpo import __version__
 from hpo.errors import HpoError
 from hpo.feasibility import infeasible_reason
 from hpo.launch import TrialFailure, run_isolated
+from hpo.leases import DeviceLeases, lease_owner
 from hpo.settings import HpoConfig
 from hpo.study import ATTR_MESSAGE, ATTR_REASON
 from hpo.train import EvalEvent, TrainConfig, TrialResult
@@ -60,27 +61,23 @@ def trial_seed(study_seed: int, number: int) -> int:
     return (study_seed * 1_000_003 + number) % 2**31
 
 
-def trial_config(config: HpoConfig, params: dict[str, Any], number: int, threads: int | None) -> TrainConfig:
+def trial_config(config: HpoConfig, params: dict[str, Any], number: int) -> TrainConfig:
     """The TrainConfig of one trial; HpoError if the parameters make it invalid."""
     base = config.train
     run = replace(base.train, seed=trial_seed(config.study.seed, number))
-    if threads is not None and base.train.threads is None:
-        run = replace(run, threads=threads)
     return config.space.apply(replace(base, train=run), params)
 
 
 class _Heartbeat:
-    """Keeps a trial alive in the storage while the parent waits for its child process."""
+    """Keeps a trial (and its device leases) alive while the parent waits for its ranks."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int, interval: float) -> None:
+    def __init__(self, beat: Callable[[], None], interval: float) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, args=(storage, trial_id, interval), daemon=True, name="hpo-heartbeat"
-        )
+        self._thread = threading.Thread(target=self._run, args=(beat, interval), daemon=True, name="hpo-heartbeat")
 
-    def _beat(self, storage: Any, trial_id: int, interval: float) -> None:
+    def _run(self, beat: Callable[[], None], interval: float) -> None:
         while True:
-            storage.record_heartbeat(trial_id)
+            beat()
             if self._stop.wait(interval):
                 return
 
@@ -95,12 +92,13 @@ class _Heartbeat:
 
 def run_trial(
     study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
     trial: optuna.Trial,
     config: HpoConfig,
-    threads: int | None = None,
+    leases: DeviceLeases,
     on_eval: Callable[[EvalEvent], None] | None = None,
 ) -> FrozenTrial:
-    """Sample, check, train and tell one trial; returns its final record.
+    """Sample, check, lease devices, train and tell one trial; returns its final record.
 
     Infeasible configurations are told PRUNED with a violated constraint, so TPE and GP
     learn to avoid them (Optuna's samplers read constraints of complete and pruned
@@ -112,7 +110,7 @@ def run_trial(
     trial.set_user_attr("hpo_version", __version__)
     trial.set_user_attr("optuna_version", optuna.__version__)
     try:
-        train_config = trial_config(config, params, trial.number, threads)
+        train_config = trial_config(config, params, trial.number)
         reason = infeasible_reason(train_config, config.resources)
     except HpoError as exc:
         reason = str(exc)
@@ -123,10 +121,20 @@ def run_trial(
     trial.set_user_attr("seed", train_config.train.seed)
     trial.set_user_attr("config", train_config.to_dict())
 
-    storage = study._storage
+    pool, _ = config.resources.pool()
+    owner = lease_owner(study.study_name, trial.number)
+
+    def beat() -> None:
+        storage.record_heartbeat(trial._trial_id)
+        leases.renew(owner)
+
     try:
-        with _Heartbeat(storage, trial._trial_id, config.storage.heartbeat_interval):
-            result = run_isolated(train_config, on_eval=on_eval, timeout=config.study.trial_timeout)
+        with (
+            leases.hold(pool, train_config.train.n_devices, owner) as devices,
+            _Heartbeat(beat, config.storage.heartbeat_interval),
+        ):
+            trial.set_user_attr("devices", devices)
+            result = run_isolated(train_config, on_eval=on_eval, timeout=config.study.trial_timeout, device_ids=devices)
     except TrialFailure as failure:
         return _finish(study, trial, TrialState.FAIL, reason=(failure.reason, failure.message))
     except KeyboardInterrupt:

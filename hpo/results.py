@@ -112,8 +112,7 @@ def export(study: optuna.Study, fmt: str) -> str:
     names = objective_names(study)
     params = sorted({k for r in records for k in r["params"]})
     attrs = sorted(
-        {k for r in records for k, v in r["user_attrs"].items() if not isinstance(v, (dict, list))}
-        - {"sample"}
+        {k for r in records for k, v in r["user_attrs"].items() if not isinstance(v, (dict, list))} - {"sample"}
     )
     out = io.StringIO()
     writer = csv.writer(out)

@@ -115,9 +115,7 @@ class SearchSpace:
         params = tuple(_parse_param(name, value) for name, value in spec.items())
         names = {p.name for p in params}
         if {"head_dim", "n_embd"} <= names:
-            raise HpoError(
-                "search_space sets both head_dim and n_embd; keep one (head_dim derives the width)"
-            )
+            raise HpoError("search_space sets both head_dim and n_embd; keep one (head_dim derives the width)")
         if not any(p.kind != "fixed" for p in params):
             raise HpoError("search_space has no searched parameter; give at least one a range or choices")
         return cls(params)

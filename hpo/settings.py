@@ -35,8 +35,7 @@ class StudySettings:
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown or not self.objectives or len(set(self.objectives)) != len(self.objectives):
             raise HpoError(
-                f"study.objectives={list(self.objectives)} must be distinct names "
-                f"among {', '.join(OBJECTIVES)}"
+                f"study.objectives={list(self.objectives)} must be distinct names among {', '.join(OBJECTIVES)}"
             )
         if self.trial_timeout is not None and self.trial_timeout <= 0:
             raise HpoError(f"study.trial_timeout={self.trial_timeout} must be positive (or null: none)")
@@ -54,9 +53,7 @@ class SamplerConfig:
 
     def __post_init__(self) -> None:
         if self.name not in get_args(SamplerName):
-            raise HpoError(
-                f"sampler.name={self.name!r} is unknown; use one of {', '.join(get_args(SamplerName))}"
-            )
+            raise HpoError(f"sampler.name={self.name!r} is unknown; use one of {', '.join(get_args(SamplerName))}")
         if self.n_startup_trials < 0:
             raise HpoError(f"sampler.n_startup_trials={self.n_startup_trials} must be >= 0")
         if self.population_size < 2:

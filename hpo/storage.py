@@ -92,9 +92,7 @@ def open_storage(url: str, config: StorageConfig | None = None) -> optuna.storag
             engine_kwargs=engine_kwargs,
             heartbeat_interval=config.heartbeat_interval,
             grace_period=config.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=config.max_retry
-            ),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=config.max_retry),
         )
     except (SQLAlchemyError, ImportError, OSError) as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

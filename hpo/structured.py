@@ -28,10 +28,7 @@ def build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
         raise HpoError(f"unknown config key {where}; known keys: {', '.join(sorted(fields))}")
-    kwargs = {
-        name: _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name)
-        for name, value in data.items()
-    }
+    kwargs = {name: _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
     return cls(**kwargs)
 
 

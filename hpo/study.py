@@ -111,18 +111,14 @@ def check_compatible(study: optuna.Study, config: HpoConfig, fingerprint: str) -
         )
 
 
-def load_existing(
-    name: str, storage: optuna.storages.BaseStorage, url: str
-) -> tuple[optuna.Study, HpoConfig]:
+def load_existing(name: str, storage: optuna.storages.BaseStorage, url: str) -> tuple[optuna.Study, HpoConfig]:
     """A stored study and its config, rebuilt from the database alone."""
     if name not in optuna.get_all_study_names(storage):
         raise HpoError(f"study {name!r} does not exist in {redact(url)}; `hpo studies` lists those that do")
     study = optuna.load_study(study_name=name, storage=storage)
     stored = study.user_attrs.get(ATTR_CONFIG)
     if stored is None:
-        raise HpoError(
-            f"study {name!r} was not created by hpo (it has no stored config); it cannot be resumed"
-        )
+        raise HpoError(f"study {name!r} was not created by hpo (it has no stored config); it cannot be resumed")
     return study, build(HpoConfig, stored)
 
 
@@ -138,9 +134,7 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(
         1
         for t in trials
-        if t.state != TrialState.WAITING
-        and t.number not in retried
-        and t.user_attrs.get(ATTR_REASON) != "interrupted"
+        if t.state != TrialState.WAITING and t.number not in retried and t.user_attrs.get(ATTR_REASON) != "interrupted"
     )
 
 

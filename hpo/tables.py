@@ -12,7 +12,7 @@ def format_value(value: object) -> str:
     if isinstance(value, float):
         if value != value:
             return "nan"
-        return f"{value:,.0f}" if abs(value) >= 1e5 else f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1e3 else f"{value:.4g}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -22,9 +22,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     """Left-aligned text columns, right-aligned numbers, one header rule."""
     cells = [[format_value(v) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    numeric = [
-        all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(headers))
-    ]
+    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(

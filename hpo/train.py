@@ -221,10 +221,11 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
     """
     wall_start = time.perf_counter()
     run = config.train
-    if run.n_devices != 1:
+    rank, world = _rank_and_world()
+    if run.n_devices != world:
         raise HpoError(
-            f"train.n_devices={run.n_devices}: a single training process drives one device; "
-            "run several through hpo.distributed"
+            f"train.n_devices={run.n_devices} needs that many processes; "
+            "run it through hpo.launch.run_isolated (as `hpo train` and studies do)"
         )
     if run.threads is not None:
         torch.set_num_threads(run.threads)
@@ -233,12 +234,21 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
     dataset = dataset or load_dataset(config.data)
     model_config = replace(config.model, vocab_size=config.model.vocab_size or dataset.tokenizer.vocab_size)
     val_x, val_y = dataset.validation_set(model_config.block_size, config.data.val_tokens)
-    micro = run.micro_batch_size or run.batch_size
-    accum = run.batch_size // micro
-    tokens_per_step = run.batch_size * model_config.block_size
+    if run.batch_size % world:
+        raise HpoError(f"train.batch_size={run.batch_size} does not split evenly across n_devices={world}")
+    per_rank = run.batch_size // world
+    micro = min(run.micro_batch_size or per_rank, per_rank)
+    if per_rank % micro:
+        raise HpoError(
+            f"train.micro_batch_size={micro} does not divide the per-device batch {per_rank}; "
+            "choose a divisor of batch_size / n_devices"
+        )
+    accum = per_rank // micro
+    rows = slice(rank * per_rank, (rank + 1) * per_rank)
+    tokens_per_step = run.batch_size * model_config.block_size  # global: all ranks together
     total_steps = config.budget.total_steps(tokens_per_step)
 
-    torch.manual_seed(run.seed)
+    torch.manual_seed(run.seed)  # same initial weights on every rank (DDP also broadcasts them)
     generator = torch.Generator().manual_seed(run.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -246,11 +256,14 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         torch.cuda.reset_peak_memory_stats(device)
     model = GPT(model_config).to(device)
     optimizer = build_optimizer(model, config.optim, device)
-    step_fn: nn.Module = torch.compile(model) if run.compile else model  # type: ignore[assignment]
+    ddp: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_fn: nn.Module = torch.compile(ddp) if run.compile else ddp  # type: ignore[assignment]
     autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if dtype == torch.bfloat16
-        else contextlib.nullcontext()
+        torch.autocast(device.type, dtype=torch.bfloat16) if dtype == torch.bfloat16 else contextlib.nullcontext()
     )
     warmup_steps = run.timing_warmup_steps
     if total_steps is not None:
@@ -258,6 +271,7 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
 
     step, tokens, loss_sum, loss_count = 0, 0, 0.0, 0
     timed_time, timed_tokens, step_time, eval_time = 0.0, 0, 0.0, 0.0
+    budget_time = 0.0  # seconds budgets: the ranks' mean step time, identical on every rank
     next_eval, curve = 1, []
     train_loss = val_loss = val_accuracy = float("nan")
 
@@ -265,10 +279,12 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         if total_steps is not None:
             return step / total_steps
         assert config.budget.seconds is not None
-        return step_time / config.budget.seconds
+        return budget_time / config.budget.seconds
 
     def throughput() -> float:
-        return timed_tokens / timed_time if timed_time > 0 else tokens / max(step_time, 1e-9)
+        """Global tokens over the slowest rank's timed steps (a collective when world > 1)."""
+        slowest = _all_reduce_max(timed_time, device) if world > 1 else timed_time
+        return timed_tokens / slowest if slowest > 0 else tokens / max(step_time, 1e-9)
 
     model.train()
     while progress() < 1.0:
@@ -276,21 +292,32 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         for group in optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
+        x, y = dataset.train_batch(run.batch_size, model_config.block_size, generator, rows)
         step_loss = torch.zeros((), device=device)
-        for _ in range(accum):
-            x, y = dataset.train_batch(micro, model_config.block_size, generator)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast:
-                _, loss = step_fn(x, y)
-            assert loss is not None
-            (loss / accum).backward()
+        for i in range(accum):
+            xb = x[i * micro : (i + 1) * micro].to(device, non_blocking=True)
+            yb = y[i * micro : (i + 1) * micro].to(device, non_blocking=True)
+            # Gradients are all-reduced once per step, on the last micro-batch.
+            sync = world == 1 or i == accum - 1
+            with autocast, contextlib.nullcontext() if sync else ddp.no_sync():  # type: ignore[operator]
+                _, loss = step_fn(xb, yb)
+                assert loss is not None
+                (loss / accum).backward()
             step_loss += loss.detach()
         if config.optim.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = step_loss.item() / accum  # also synchronizes CUDA before the clock
+        if world > 1:
+            # One small all-reduce a step: every rank sees the same loss (so all stop together
+            # on a divergence) and the same elapsed time (so seconds budgets end together).
+            shared = torch.stack([step_loss / accum, torch.tensor(time.perf_counter() - start, device=device)])
+            torch.distributed.all_reduce(shared)
+            loss_value, mean_elapsed = (shared / world).tolist()
+        else:
+            loss_value = step_loss.item() / accum  # also synchronizes CUDA before the clock
         elapsed = time.perf_counter() - start
+        budget_time += mean_elapsed if world > 1 else elapsed
         step += 1
         tokens += tokens_per_step
         step_time += elapsed
@@ -302,27 +329,36 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
 
         if progress() >= next_eval / run.evals or progress() >= 1.0:
+            tokens_per_sec = throughput()
             eval_start = time.perf_counter()
-            val_loss, val_accuracy = evaluate(model, val_x, val_y, micro, device, autocast)
+            if rank == 0:  # the fixed validation set is scored once, on rank 0
+                val_loss, val_accuracy = evaluate(model, val_x, val_y, micro, device, autocast)
+            if world > 1:
+                torch.distributed.barrier()  # the other ranks wait here, outside their step clocks
             eval_time += time.perf_counter() - eval_start
             train_loss = loss_sum / loss_count
             loss_sum, loss_count = 0.0, 0
-            event = EvalEvent(step, tokens, train_loss, val_loss, val_accuracy, throughput())
+            event = EvalEvent(step, tokens, train_loss, val_loss, val_accuracy, tokens_per_sec)
             curve.append(event)
             next_eval = math.floor(progress() * run.evals) + 1
-            if on_eval is not None:
+            if on_eval is not None and rank == 0:
                 on_eval(event)
             model.train()
 
-    sample = _sample(model, dataset, run, device) if run.sample_tokens else ""
-    if run.checkpoint:
+    tokens_per_sec = throughput()
+    peak_memory = _peak_memory(device)
+    if world > 1:
+        peak_memory = int(_all_reduce_max(float(peak_memory), device))
+    sample = _sample(model, dataset, run, device) if run.sample_tokens and rank == 0 else ""
+    if run.checkpoint and rank == 0:
         from hpo.checkpoint import save_checkpoint
 
         save_checkpoint(run.checkpoint, model, config, dataset.tokenizer)
-    tokens_per_sec = throughput()
     flops_per_token = model_config.flops_per_token()
     achieved = flops_per_token * tokens_per_sec
-    peak = hardware.peak_flops(device) if dtype == torch.bfloat16 or device.type == "cpu" else None
+    # The run's peak is every device's: achieved FLOP/s counts all ranks' tokens.
+    device_peak = hardware.peak_flops(device) if dtype == torch.bfloat16 or device.type == "cpu" else None
+    peak = device_peak * world if device_peak else None
     wall = time.perf_counter() - wall_start
     return TrialResult(
         val_accuracy=val_accuracy,
@@ -334,7 +370,7 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         achieved_flops=achieved,
         peak_flops=peak,
         mfu=achieved / peak if peak else None,
-        peak_memory_bytes=_peak_memory(device),
+        peak_memory_bytes=peak_memory,
         steps=step,
         tokens=tokens,
         wall_time_s=wall,
@@ -390,12 +426,23 @@ def evaluate(
         with autocast:
             logits, _ = model(xb)
         logits = logits.float()
-        loss_sum += nn.functional.cross_entropy(
-            logits.view(-1, logits.size(-1)), yb.reshape(-1), reduction="sum"
-        )
+        loss_sum += nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), yb.reshape(-1), reduction="sum")
         correct += (logits.argmax(-1) == yb).sum()
     n = y.numel()
     return loss_sum.item() / n, correct.item() / n
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size; (0, 1) outside a process group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_max(value: float, device: torch.device) -> float:
+    buffer = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.MAX)
+    return float(buffer.item())
 
 
 def _training_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -22,13 +22,9 @@ import optuna
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument(
-        "--tokens", type=int, default=2_000_000, help="training tokens per trial (~20 s here)"
-    )
+    parser.add_argument("--tokens", type=int, default=2_000_000, help="training tokens per trial (~20 s here)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
@@ -48,9 +44,7 @@ def main() -> None:
     steps = sum(a["train_time_s"] for a in attrs)
     evals = sum(a["eval_time_s"] for a in attrs)
     trial_wall = sum(a["wall_time_s"] for a in attrs)
-    print(
-        f"{len(done)}/{len(trials)} trials complete, {trial_wall / max(1, len(done)):.1f} s each on average"
-    )
+    print(f"{len(done)}/{len(trials)} trials complete, {trial_wall / max(1, len(done)):.1f} s each on average")
     print(f"worker wall time                       {wall:8.1f} s")
     print(f"timed training steps                   {timed:8.1f} s  {timed / wall:6.1%}")
     overhead = wall - timed

@@ -54,9 +54,7 @@ def plain_loop(config: TrainConfig, dataset: Dataset, steps: int, warmup: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
     parser.add_argument("--accuracy", action="store_true", help="also run (4,4,128,128,32) for 500 steps")
