@@ -11,17 +11,19 @@ from __future__ import annotations
 import platform
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import __version__
+from hpo.curves import CurveStore
 from hpo.errors import HpoError
 from hpo.feasibility import infeasible_reason
 from hpo.launch import TrialFailure, run_isolated
 from hpo.leases import DeviceLeases, lease_owner
+from hpo.pruning import keeps
 from hpo.settings import HpoConfig
 from hpo.study import ATTR_MESSAGE, ATTR_REASON
 from hpo.train import EvalEvent, TrainConfig, TrialResult
@@ -90,20 +92,33 @@ class _Heartbeat:
         self._thread.join()
 
 
+@dataclass(frozen=True)
+class TrialStores:
+    """What a trial writes besides Optuna's tables: device leases and learning curves."""
+
+    storage: optuna.storages.RDBStorage
+    leases: DeviceLeases
+    curves: CurveStore
+
+    @classmethod
+    def open(cls, storage: optuna.storages.RDBStorage, config: HpoConfig) -> TrialStores:
+        return cls(storage, DeviceLeases(storage.engine, ttl=config.storage.grace_period), CurveStore(storage.engine))
+
+
 def run_trial(
     study: optuna.Study,
-    storage: optuna.storages.RDBStorage,
     trial: optuna.Trial,
     config: HpoConfig,
-    leases: DeviceLeases,
+    stores: TrialStores,
     on_eval: Callable[[EvalEvent], None] | None = None,
 ) -> FrozenTrial:
     """Sample, check, lease devices, train and tell one trial; returns its final record.
 
     Infeasible configurations are told PRUNED with a violated constraint, so TPE and GP
     learn to avoid them (Optuna's samplers read constraints of complete and pruned
-    trials only); failures are FAIL with a one-word reason; Ctrl-C fails the trial with
-    reason `interrupted` and propagates.
+    trials only); failures are FAIL with a one-word reason; a pruned trial is PRUNED with
+    the values it had at its rung; Ctrl-C fails the trial with reason `interrupted` and
+    propagates.
     """
     params = config.space.suggest(trial)
     trial.set_user_attr("host", platform.node())
@@ -118,23 +133,35 @@ def run_trial(
         trial.set_constraint(CONSTRAINT, 1.0)
         return _finish(study, trial, TrialState.PRUNED, reason=("infeasible", reason))
     trial.set_constraint(CONSTRAINT, 0.0)
+    rungs = config.pruner.rungs(train_config.budget.tokens or 0) if config.pruner.name == "moasha" else []
+    train_config = replace(train_config, train=replace(train_config.train, eval_tokens=tuple(rungs)))
     trial.set_user_attr("seed", train_config.train.seed)
     trial.set_user_attr("config", train_config.to_dict())
-
     pool, _ = config.resources.pool()
     owner = lease_owner(study.study_name, trial.number)
+    judge = _Judge(study, trial, config, stores.curves, rungs)
+
+    def on_event(event: EvalEvent) -> None:
+        stores.curves.record(study.study_name, trial.number, event)
+        if on_eval is not None:
+            on_eval(event)
+        judge(event)
 
     def beat() -> None:
-        storage.record_heartbeat(trial._trial_id)
-        leases.renew(owner)
+        stores.storage.record_heartbeat(trial._trial_id)
+        stores.leases.renew(owner)
 
     try:
         with (
-            leases.hold(pool, train_config.train.n_devices, owner) as devices,
+            stores.leases.hold(pool, train_config.train.n_devices, owner) as devices,
             _Heartbeat(beat, config.storage.heartbeat_interval),
         ):
             trial.set_user_attr("devices", devices)
-            result = run_isolated(train_config, on_eval=on_eval, timeout=config.study.trial_timeout, device_ids=devices)
+            result = run_isolated(
+                train_config, on_eval=on_event, timeout=config.study.trial_timeout, device_ids=devices
+            )
+    except optuna.TrialPruned as pruned:
+        return _finish(study, trial, TrialState.PRUNED, reason=("pruned", str(pruned)))
     except TrialFailure as failure:
         return _finish(study, trial, TrialState.FAIL, reason=(failure.reason, failure.message))
     except KeyboardInterrupt:
@@ -145,10 +172,40 @@ def run_trial(
     return _finish(study, trial, TrialState.COMPLETE, values=values)
 
 
+class _Judge:
+    """Decides, at each evaluation, whether the trial goes on (raises TrialPruned if not)."""
+
+    def __init__(
+        self, study: optuna.Study, trial: optuna.Trial, config: HpoConfig, curves: CurveStore, rungs: list[int]
+    ) -> None:
+        self.study, self.trial, self.curves, self.rungs = study, trial, curves, rungs
+        self.pruner, self.objectives = config.pruner, config.study.objectives
+        self.last_tokens = 0
+
+    def __call__(self, event: EvalEvent) -> None:
+        previous, self.last_tokens = self.last_tokens, event.tokens
+        if self.pruner.optuna_pruner() is not None:
+            self.trial.report(getattr(event, self.objectives[0]), step=event.tokens)
+            if self.trial.should_prune():
+                self._prune(event.tokens, event, f"{self.pruner.name} pruner at {event.tokens:,} tokens")
+        for rung in self.rungs:
+            if previous < rung <= event.tokens:
+                at_rung = self.curves.at_rung(self.study.study_name, rung)
+                points = {n: tuple(getattr(e, o) for o in self.objectives) for n, e in at_rung.items()}
+                if not keeps(points, self.trial.number, self.pruner.eta, self.pruner.min_trials):
+                    self._prune(
+                        rung, event, f"rung {rung:,} tokens: not in the top 1/{self.pruner.eta} of {len(points)}"
+                    )
+
+    def _prune(self, rung: int, event: EvalEvent, message: str) -> None:
+        self.trial.set_user_attr("rung", {"tokens": rung, **asdict(event)})
+        raise optuna.TrialPruned(message)
+
+
 def _record(trial: optuna.Trial, result: TrialResult) -> None:
     for name in METRIC_ATTRS:
         trial.set_user_attr(name, getattr(result, name))
-    trial.set_user_attr("curve", [event.__dict__ for event in result.curve])
+    trial.set_user_attr("curve", [asdict(event) for event in result.curve])
 
 
 def _finish(

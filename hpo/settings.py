@@ -7,6 +7,7 @@ from typing import Any, Literal, get_args
 
 from hpo.errors import HpoError
 from hpo.feasibility import ResourcesConfig
+from hpo.pruning import PrunerConfig
 from hpo.search_space import SearchSpace
 from hpo.storage import StorageConfig
 from hpo.train import TrainConfig
@@ -61,11 +62,6 @@ class SamplerConfig:
 
 
 @dataclass(frozen=True)
-class PrunerConfig:
-    name: Literal["none"] = "none"
-
-
-@dataclass(frozen=True)
 class HpoConfig:
     """Everything a study needs; stored whole in the study so a resume needs nothing else."""
 
@@ -79,6 +75,13 @@ class HpoConfig:
 
     def __post_init__(self) -> None:
         SearchSpace.from_dict(self.search_space)  # validate early: before a study exists
+        if self.pruner.optuna_pruner() is not None and len(self.study.objectives) > 1:
+            raise HpoError(
+                f"pruner={self.pruner.name} is Optuna's and needs a single objective "
+                f"(study.objectives={list(self.study.objectives)}); use pruner=moasha"
+            )
+        if self.pruner.name != "none" and self.train.budget.tokens is None:
+            raise HpoError(f"pruner={self.pruner.name} compares trials at token counts; use budget=tokens")
 
     @property
     def space(self) -> SearchSpace:

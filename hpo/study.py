@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import __version__
+from hpo.curves import CurveStore
 from hpo.errors import HpoError
 from hpo.settings import HpoConfig, SamplerConfig
 from hpo.storage import redact
@@ -75,17 +76,20 @@ def create_or_continue(
     name = config.study.name
     directions = [optuna.study.StudyDirection.MAXIMIZE] * len(config.study.objectives)
     sampler = build_sampler(config.sampler, config.study.seed + seed_offset)
+    pruner = config.pruner.optuna_pruner()
     if name in optuna.get_all_study_names(storage):
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         check_compatible(study, config, fingerprint)
         study.set_user_attr(ATTR_TARGET, config.study.n_trials)
         return study
     study = optuna.create_study(
-        study_name=name, storage=storage, directions=directions, sampler=sampler, load_if_exists=True
+        study_name=name, storage=storage, directions=directions, sampler=sampler, pruner=pruner, load_if_exists=True
     )
     if ATTR_CONFIG in study.user_attrs:  # another process created it first
         check_compatible(study, config, fingerprint)
         return study
+    if isinstance(storage, optuna.storages.RDBStorage):
+        CurveStore(storage.engine).forget(name)  # points left by a deleted study of this name
     study.set_metric_names(list(config.study.objectives))
     study.set_user_attr(ATTR_CONFIG, config.to_dict())
     study.set_user_attr(ATTR_FINGERPRINT, fingerprint)

@@ -109,7 +109,9 @@ class RunConfig:
 
     `batch_size` is the global number of sequences per optimizer step; when it exceeds
     `micro_batch_size` the step accumulates gradients over several micro-batches, so the
-    optimization is the same whatever fits in memory.
+    optimization is the same whatever fits in memory. Evaluation happens `evals` times,
+    evenly over the budget, and also at the first step reaching each of `eval_tokens`
+    (the rungs where a pruner decides).
     """
 
     batch_size: int = 32
@@ -119,6 +121,7 @@ class RunConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     seed: int = 0
     evals: int = 10
+    eval_tokens: tuple[int, ...] = ()
     timing_warmup_steps: int = 3
     threads: int | None = None
     compile: bool = False
@@ -140,6 +143,8 @@ class RunConfig:
             raise HpoError(f"train.n_devices={self.n_devices} must be at least 1")
         if self.evals < 1:
             raise HpoError(f"train.evals={self.evals} must be at least 1")
+        if any(t < 1 for t in self.eval_tokens):
+            raise HpoError(f"train.eval_tokens={list(self.eval_tokens)} must be positive token counts")
         if self.timing_warmup_steps < 0:
             raise HpoError(f"train.timing_warmup_steps={self.timing_warmup_steps} must be >= 0")
         if self.threads is not None and self.threads < 1:
@@ -273,6 +278,7 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
     timed_time, timed_tokens, step_time, eval_time = 0.0, 0, 0.0, 0.0
     budget_time = 0.0  # seconds budgets: the ranks' mean step time, identical on every rank
     next_eval, curve = 1, []
+    extra_evals = sorted(run.eval_tokens)
     train_loss = val_loss = val_accuracy = float("nan")
 
     def progress() -> float:
@@ -328,7 +334,14 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
             raise DivergedError(step, loss_value)
         loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
 
-        if progress() >= next_eval / run.evals or progress() >= 1.0:
+        at_rung = bool(extra_evals) and tokens >= extra_evals[0]
+        while extra_evals and tokens >= extra_evals[0]:
+            extra_evals.pop(0)
+        if at_rung or progress() >= next_eval / run.evals or progress() >= 1.0:
+            # This step's update may have made the weights NaN after its loss was taken (the
+            # last step's, never seen otherwise); every rank holds the same weights.
+            if not torch.stack([p.isfinite().all() for p in model.parameters()]).all():
+                raise DivergedError(step, float("nan"))
             tokens_per_sec = throughput()
             eval_start = time.perf_counter()
             if rank == 0:  # the fixed validation set is scored once, on rank 0

@@ -21,8 +21,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.leases import DeviceLeases
-from hpo.objective import run_trial
+from hpo.objective import TrialStores, run_trial
 from hpo.settings import HpoConfig
 from hpo.study import counted_trials, target
 from hpo.train import EvalEvent
@@ -86,13 +85,13 @@ def run_worker(
 ) -> int:
     """Run trials until the target is met or `timeout` seconds passed; returns how many ran."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    leases = DeviceLeases(storage.engine, ttl=config.storage.grace_period)
+    stores = TrialStores.open(storage, config)
     done = 0
     while deadline is None or time.monotonic() < deadline:
         trial = claim(study, storage, poll=config.storage.heartbeat_interval, deadline=deadline)
         if trial is None:
             break
-        frozen = run_trial(study, storage, trial, config, leases, on_eval=on_eval)
+        frozen = run_trial(study, trial, config, stores, on_eval=on_eval)
         done += 1
         if on_trial is not None:
             on_trial(frozen)

@@ -1,0 +1,123 @@
+"""Early stopping for hpo's studies: multi-objective asynchronous successive halving.
+
+MO-ASHA (Schmucker et al. 2021): rungs at token budgets r_min * eta^k below the full
+budget. When a trial reaches a rung it continues only if it ranks in the top 1/eta of
+all trials that reached that rung, ranked by non-dominated sorting of its objectives at
+the rung, ties within a front broken by crowding distance (NSGA-II's, which keeps the
+ends and the sparse parts of a front). A rung with fewer than `min_trials` trials stops
+no one: a trial is never pruned for lack of company. Decisions are asynchronous, with
+what the database knows when the trial arrives, so workers never wait for each other.
+
+The values at a rung are the trial's own measurements so far: accuracy on the fixed
+validation set and throughput over its timed steps (warm-up excluded). A pruned trial
+keeps them as its record; no trial's final throughput ever comes from a rung.
+
+Single-objective studies use Optuna's pruners through `trial.report` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar, get_args
+
+import optuna
+
+from hpo.errors import HpoError
+
+PrunerName = Literal["none", "moasha", "median", "successive_halving", "hyperband"]
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """`moasha` for multi-objective studies; `median`, `successive_halving` and `hyperband`
+    are Optuna's, for studies with a single objective. Rungs start at `min_tokens`
+    (default: the token budget / eta^2) and grow by `eta`."""
+
+    name: PrunerName = "none"
+    eta: int = 3
+    min_tokens: int | None = None
+    min_trials: int = 3
+
+    def __post_init__(self) -> None:
+        if self.name not in get_args(PrunerName):
+            raise HpoError(f"pruner.name={self.name!r} is unknown; use one of {', '.join(get_args(PrunerName))}")
+        if self.eta < 2:
+            raise HpoError(f"pruner.eta={self.eta} must be at least 2")
+        if self.min_tokens is not None and self.min_tokens < 1:
+            raise HpoError(f"pruner.min_tokens={self.min_tokens} must be positive")
+        if self.min_trials < 1:
+            raise HpoError(f"pruner.min_trials={self.min_trials} must be at least 1")
+
+    def rungs(self, budget_tokens: int) -> list[int]:
+        """Token counts where trials are compared, strictly below the full budget."""
+        first = self.min_tokens or max(1, budget_tokens // self.eta**2)
+        out, rung = [], first
+        while rung < budget_tokens:
+            out.append(rung)
+            rung *= self.eta
+        return out
+
+    def optuna_pruner(self) -> optuna.pruners.BasePruner | None:
+        """Optuna's pruner for a single-objective study (None for none and moasha)."""
+        if self.name == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=self.min_trials)
+        if self.name == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=self.min_tokens or "auto", reduction_factor=self.eta
+            )
+        if self.name == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=self.min_tokens or 1, reduction_factor=self.eta)
+        return None
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """a is at least as good as b everywhere and better somewhere (all maximized)."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
+
+
+def nondominated_fronts(points: Mapping[K, Sequence[float]]) -> list[list[K]]:
+    """Keys grouped into successive Pareto fronts, best first (maximization)."""
+    remaining = dict(points)
+    fronts = []
+    while remaining:
+        front = [k for k, p in remaining.items() if not any(dominates(q, p) for q in remaining.values())]
+        fronts.append(front)
+        for k in front:
+            del remaining[k]
+    return fronts
+
+
+def crowding_distance(points: Mapping[K, Sequence[float]], front: Sequence[K]) -> dict[K, float]:
+    """NSGA-II crowding distance within one front; the extremes of each objective get inf."""
+    distance = dict.fromkeys(front, 0.0)
+    if len(front) <= 2:
+        return dict.fromkeys(front, math.inf)
+    for m in range(len(points[front[0]])):
+        ordered = sorted(front, key=lambda k: points[k][m])
+        low, high = points[ordered[0]][m], points[ordered[-1]][m]
+        distance[ordered[0]] = distance[ordered[-1]] = math.inf
+        if high == low:
+            continue
+        for i in range(1, len(ordered) - 1):
+            distance[ordered[i]] += (points[ordered[i + 1]][m] - points[ordered[i - 1]][m]) / (high - low)
+    return distance
+
+
+def ranking(points: Mapping[K, Sequence[float]]) -> list[K]:
+    """All keys, best first: by front, then by decreasing crowding distance."""
+    order: list[K] = []
+    for front in nondominated_fronts(points):
+        crowd = crowding_distance(points, front)
+        order.extend(sorted(front, key=lambda k: -crowd[k]))
+    return order
+
+
+def keeps(points: Mapping[K, Sequence[float]], key: K, eta: int, min_trials: int) -> bool:
+    """Whether `key` continues past a rung where `points` are every trial's values."""
+    if len(points) < min_trials:
+        return True
+    top = max(1, len(points) // eta)
+    return key in ranking(points)[:top]
