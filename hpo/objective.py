@@ -198,7 +198,7 @@ class _Judge:
                     )
 
     def _prune(self, rung: int, event: EvalEvent, message: str) -> None:
-        self.trial.set_user_attr("rung", {"tokens": rung, **asdict(event)})
+        self.trial.set_user_attr("rung", {"rung_tokens": rung, **asdict(event)})
         raise optuna.TrialPruned(message)
 
 

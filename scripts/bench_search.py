@@ -1,0 +1,121 @@
+"""Benchmark search efficiency: hypervolume of the Pareto front against training tokens spent.
+
+Three arms on the same search space and seeds: random sampling without pruning, TPE
+without pruning, TPE with MO-ASHA (which gets twice the trials, since it stops most of
+them early). Each study is a real `hpo run` on the builtin corpus. For every arm the
+hypervolume of the feasible completed trials' front is tracked as training tokens
+accumulate (a pruned trial costs the tokens it trained); objectives are normalised
+(accuracy as is, throughput by the largest throughput seen in any arm) and one reference
+point, (0, 0), serves all arms.
+
+The goal: TPE with MO-ASHA reaches the final hypervolume of TPE without pruning with at
+most half of TPE's tokens.
+
+    python scripts/bench_search.py                  # ~20 minutes on 2 cores
+    python scripts/bench_search.py --seeds 1 --trials 6 --tokens 60000   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+ARMS = {  # name -> (overrides, trial multiplier)
+    "random": (["sampler=random", "pruner=none"], 1),
+    "tpe": (["sampler=tpe", "pruner=none"], 1),
+    "tpe+moasha": (["sampler=tpe", "pruner=moasha"], 2),
+}
+
+
+def hypervolume_2d(points: list[tuple[float, float]]) -> float:
+    """Area dominated by `points` (both maximized) above the reference point (0, 0)."""
+    area, best_y = 0.0, 0.0
+    for x, y in sorted(points, reverse=True):
+        if y > best_y:
+            area += x * (y - best_y)
+            best_y = y
+    return area
+
+
+def tokens_spent(trial: FrozenTrial) -> int:
+    """Training tokens a trial cost: its whole budget, or its last evaluation if stopped early."""
+    if trial.state == TrialState.COMPLETE:
+        return int(trial.user_attrs["tokens"])
+    rung = trial.user_attrs.get("rung")
+    return int(rung["tokens"]) if rung else 0
+
+
+def trajectory(trials: list[FrozenTrial], scale: float) -> list[tuple[int, float]]:
+    """(cumulative tokens, hypervolume) after each finished trial, in completion order."""
+    out, spent, front = [], 0, []
+    for trial in sorted(trials, key=lambda t: t.datetime_complete or t.datetime_start):
+        spent += tokens_spent(trial)
+        if trial.state == TrialState.COMPLETE and trial.constraints.get("infeasible", 0) <= 0:
+            front.append((trial.values[0], trial.values[1] / scale))
+        out.append((spent, hypervolume_2d(front)))
+    return out
+
+
+def tokens_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
+    return next((tokens for tokens, hv in curve if hv >= target), None)
+
+
+def run_study(url: str, name: str, seed: int, trials: int, tokens: int, overrides: list[str]) -> None:
+    command = [
+        sys.executable, "-m", "hpo", "run", "--quiet", "--storage", url, "experiment=smoke",
+        f"study.name={name}", f"study.seed={seed}", f"study.n_trials={trials}", f"budget.tokens={tokens}",
+        "train.evals=9", *overrides,
+    ]  # fmt: skip
+    subprocess.run(command, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=16, help="trials per study without pruning")
+    parser.add_argument("--tokens", type=int, default=200_000, help="training tokens per full trial")
+    args = parser.parse_args()
+    results: dict[str, list[list[FrozenTrial]]] = {arm: [] for arm in ARMS}
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'search.db'}"
+        for seed in range(args.seeds):
+            for arm, (overrides, factor) in ARMS.items():
+                name = f"{arm}-{seed}"
+                run_study(url, name, seed, args.trials * factor, args.tokens, overrides)
+                results[arm].append(optuna.load_study(study_name=name, storage=url).get_trials())
+                print(f"done {name}", file=sys.stderr, flush=True)
+    scale = max(t.values[1] for runs in results.values() for trials in runs for t in trials if t.values)
+    curves = {arm: [trajectory(trials, scale) for trials in runs] for arm, runs in results.items()}
+
+    print(f"{args.seeds} seeds, {args.trials} trials of {args.tokens:,} tokens (x2 trials with MO-ASHA)")
+    print(f"objectives: val_accuracy, tokens_per_sec / {scale:,.0f}; reference point (0, 0)\n")
+    print(f"{'arm':<12}{'final HV':>10}{'tokens spent':>15}{'pruned':>8}")
+    for arm, runs in curves.items():
+        hv = statistics.mean(curve[-1][1] for curve in runs)
+        spent = statistics.mean(curve[-1][0] for curve in runs)
+        pruned = statistics.mean(sum(t.state == TrialState.PRUNED for t in trials) for trials in results[arm])
+        print(f"{arm:<12}{hv:>10.4f}{spent:>15,.0f}{pruned:>8.1f}")
+
+    print("\ntokens for TPE+MO-ASHA to reach TPE's final hypervolume, as a fraction of TPE's tokens:")
+    fractions = []
+    for seed, (tpe, asha) in enumerate(zip(curves["tpe"], curves["tpe+moasha"], strict=True)):
+        reached = tokens_to_reach(asha, tpe[-1][1])
+        fraction = None if reached is None else reached / tpe[-1][0]
+        fractions.append(fraction)
+        shown = "not reached" if fraction is None else f"{fraction:.2f}"
+        print(f"  seed {seed}: {shown}")
+    met = [f for f in fractions if f is not None]
+    if met:
+        print(f"mean over seeds that reached it: {statistics.mean(met):.2f} (goal <= 0.50); "
+              f"reached in {len(met)}/{len(fractions)} seeds")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""MO-ASHA ranking on hand-made rungs, rung schedules, and pruning in real studies."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.curves import CurveStore
+from hpo.errors import HpoError
+from hpo.pruning import PrunerConfig, crowding_distance, dominates, keeps, nondominated_fronts, ranking
+from hpo.settings import HpoConfig, StudySettings
+from hpo.train import BudgetConfig, EvalEvent, TrainConfig
+
+
+def test_dominates_needs_strictly_better_somewhere() -> None:
+    assert dominates((0.5, 10.0), (0.4, 10.0))
+    assert not dominates((0.5, 10.0), (0.5, 10.0))
+    assert not dominates((0.5, 5.0), (0.4, 10.0))
+
+
+def test_fronts_separate_dominated_points() -> None:
+    points = {"a": (0.9, 1.0), "b": (0.5, 5.0), "c": (0.4, 4.0), "d": (0.1, 0.1)}
+    assert nondominated_fronts(points) == [["a", "b"], ["c"], ["d"]]
+
+
+def test_crowding_keeps_extremes_infinite() -> None:
+    points = {"a": (0.0, 3.0), "b": (1.0, 2.0), "c": (1.1, 1.9), "d": (3.0, 0.0)}
+    crowd = crowding_distance(points, ["a", "b", "c", "d"])
+    assert math.isinf(crowd["a"]) and math.isinf(crowd["d"])
+    assert 0 < crowd["c"] < math.inf and 0 < crowd["b"] < math.inf
+
+
+def test_dominated_trials_stop_and_nondominated_continue() -> None:
+    points = {0: (0.60, 100.0), 1: (0.30, 400.0), 2: (0.20, 50.0), 3: (0.25, 80.0), 4: (0.10, 20.0), 5: (0.5, 90.0)}
+    # 6 trials, eta 3: the top 2 continue, and those are the two of the first front.
+    assert keeps(points, 0, eta=3, min_trials=3)
+    assert keeps(points, 1, eta=3, min_trials=3)
+    for dominated in (2, 3, 4, 5):
+        assert not keeps(points, dominated, eta=3, min_trials=3)
+
+
+def test_ties_within_a_front_go_to_the_least_crowded() -> None:
+    # All on one front; two slots: the extremes (infinite crowding distance) win.
+    points = {0: (0.1, 9.0), 1: (0.45, 5.1), 2: (0.5, 5.0), 3: (0.9, 1.0), 4: (0.3, 7.0), 5: (0.7, 3.0)}
+    assert ranking(points)[:2] in ([0, 3], [3, 0])
+    assert not keeps(points, 2, eta=3, min_trials=3)
+
+
+def test_identical_points_keep_a_deterministic_top() -> None:
+    points = dict.fromkeys(range(6), (0.5, 10.0))
+    kept = [k for k in points if keeps(points, k, eta=3, min_trials=3)]
+    assert len(kept) == 2
+
+
+def test_small_rungs_never_stop() -> None:
+    points = {0: (0.9, 900.0), 1: (0.1, 1.0)}
+    assert keeps(points, 1, eta=3, min_trials=3)
+    assert keeps({7: (0.0, 0.0)}, 7, eta=2, min_trials=1)
+
+
+def test_rungs_grow_by_eta_below_the_budget() -> None:
+    assert PrunerConfig(name="moasha", eta=3).rungs(270_000) == [30_000, 90_000]
+    assert PrunerConfig(name="moasha", eta=2, min_tokens=1000).rungs(10_000) == [1000, 2000, 4000, 8000]
+    assert PrunerConfig(name="moasha", min_tokens=50_000).rungs(10_000) == []
+
+
+def test_bad_pruner_settings_name_the_fix() -> None:
+    with pytest.raises(HpoError, match=r"pruner\.eta=1"):
+        PrunerConfig(name="moasha", eta=1)
+    with pytest.raises(HpoError, match="single objective"):
+        HpoConfig(search_space={"n_layer": {"low": 1, "high": 2}}, pruner=PrunerConfig(name="median"))
+    with pytest.raises(HpoError, match="budget=tokens"):
+        HpoConfig(
+            train=TrainConfig(budget=BudgetConfig(steps=10)),
+            search_space={"n_layer": {"low": 1, "high": 2}},
+            pruner=PrunerConfig(name="moasha"),
+        )
+    single = HpoConfig(
+        search_space={"n_layer": {"low": 1, "high": 2}},
+        study=StudySettings(objectives=("val_accuracy",)),
+        pruner=PrunerConfig(name="median"),
+    )
+    assert isinstance(single.pruner.optuna_pruner(), optuna.pruners.MedianPruner)
+
+
+def test_curve_store_answers_rung_queries(sqlite_url: str) -> None:
+    store = CurveStore(optuna.storages.RDBStorage(sqlite_url).engine)
+    for trial, accuracy in ((0, 0.3), (1, 0.4)):
+        for step, tokens in ((1, 500), (2, 1000), (3, 1500)):
+            store.record("s", trial, EvalEvent(step, tokens, 2.0, 2.0, accuracy * step, 1000.0 + trial))
+    store.record("other", 0, EvalEvent(1, 5000, 1.0, 1.0, 0.9, 1.0))
+    at = store.at_rung("s", 900)
+    assert sorted(at) == [0, 1] and at[0].tokens == 1000 and at[1].val_accuracy == pytest.approx(0.8)
+    assert [e.step for e in store.curve("s", 1)] == [1, 2, 3]
+    store.forget("s")
+    assert store.curves("s") == {} and store.curves("other")
+
+
+TINY = [
+    "experiment=smoke",
+    "train.evals=3",
+    "train.sample_tokens=8",
+    "data.val_tokens=1024",
+    "search_space.n_layer=1",
+    "search_space.head_dim=16",
+    "search_space.n_devices=1",
+    "search_space.batch_size=16",
+    "budget.tokens=36000",
+    "pruner=moasha",
+    "pruner.min_tokens=4000",
+]
+
+
+@pytest.mark.timeout(600)
+def test_moasha_study_prunes_and_keeps_the_front(storage_url: str) -> None:
+    """Real study, 2 workers: some trials pruned, each with its rung; the front is complete trials."""
+    result = subprocess.run(
+        [sys.executable, "-m", "hpo", "run", "--quiet", "--n-workers", "2", "--storage", storage_url,
+         *TINY, "study.name=pruned", "study.n_trials=10"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="pruned", storage=storage_url)
+    trials = study.get_trials()
+    assert len(trials) == 10
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete
+    for trial in pruned:
+        assert trial.user_attrs["failure_reason"] == "pruned"
+        rung = trial.user_attrs["rung"]
+        assert rung["rung_tokens"] in (4000, 12000) and rung["tokens"] >= rung["rung_tokens"]
+        assert rung["tokens_per_sec"] > 0
+    assert {t.number for t in study.best_trials} <= {t.number for t in complete}
+    curves = CurveStore(optuna.storages.RDBStorage(storage_url).engine).curves("pruned")
+    assert set(curves) == {t.number for t in trials}  # pruned trials keep their curves too
+    for trial in pruned:
+        assert curves[trial.number][-1].tokens == trial.user_attrs["rung"]["tokens"]
+
+
+@pytest.mark.timeout(600)
+def test_single_objective_study_uses_optunas_pruner(sqlite_url: str) -> None:
+    tiny = [o for o in TINY if not o.startswith("pruner")]
+    result = subprocess.run(
+        [sys.executable, "-m", "hpo", "run", "--quiet", "--storage", sqlite_url, *tiny, "study.name=single",
+         "study.n_trials=5", "study.objectives=[val_accuracy]", "pruner=successive_halving",
+         "pruner.min_tokens=2000", "train.evals=6"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="single", storage=sqlite_url)
+    assert study.metric_names == ["val_accuracy"]
+    trials = study.get_trials()
+    assert len(trials) == 5
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete and all(len(t.values) == 1 for t in complete)
+    # trial.report stored the curve as Optuna intermediate values, keyed by tokens.
+    assert all(t.intermediate_values for t in trials if t.state != TrialState.FAIL)
