@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.frontier import feasible_complete
 from hpo.study import ATTR_MESSAGE, ATTR_REASON, target
 from hpo.tables import format_table
 
@@ -45,16 +46,8 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
 
 
-def _feasible_complete(study: optuna.Study) -> list[FrozenTrial]:
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if all(v <= 0 for v in t.constraints.values())
-    ]
-
-
 def _best_values(study: optuna.Study) -> dict[str, float]:
-    trials = _feasible_complete(study)
+    trials = feasible_complete(study.get_trials(deepcopy=False))
     if not trials:
         return {}
     return {name: max(t.values[i] for t in trials) for i, name in enumerate(objective_names(study))}
@@ -75,7 +68,7 @@ def show_text(study: optuna.Study) -> str:
     """Pareto front plus the best trial by each objective, as `hpo show` prints it."""
     names = objective_names(study)
     parts = [f"study {study.study_name}: Pareto front ({len(study.best_trials)} trials)", pareto_table(study)]
-    trials = _feasible_complete(study)
+    trials = feasible_complete(study.get_trials(deepcopy=False))
     for i, name in enumerate(names):
         if trials:
             best = max(trials, key=lambda t: t.values[i])

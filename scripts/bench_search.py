@@ -27,21 +27,13 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.frontier import feasible_complete, hypervolume
+
 ARMS = {  # name -> (overrides, trial multiplier)
     "random": (["sampler=random", "pruner=none"], 1),
     "tpe": (["sampler=tpe", "pruner=none"], 1),
     "tpe+moasha": (["sampler=tpe", "pruner=moasha"], 2),
 }
-
-
-def hypervolume_2d(points: list[tuple[float, float]]) -> float:
-    """Area dominated by `points` (both maximized) above the reference point (0, 0)."""
-    area, best_y = 0.0, 0.0
-    for x, y in sorted(points, reverse=True):
-        if y > best_y:
-            area += x * (y - best_y)
-            best_y = y
-    return area
 
 
 def tokens_spent(trial: FrozenTrial) -> int:
@@ -57,9 +49,9 @@ def trajectory(trials: list[FrozenTrial], scale: float) -> list[tuple[int, float
     out, spent, front = [], 0, []
     for trial in sorted(trials, key=lambda t: t.datetime_complete or t.datetime_start):
         spent += tokens_spent(trial)
-        if trial.state == TrialState.COMPLETE and trial.constraints.get("infeasible", 0) <= 0:
+        if feasible_complete([trial]):
             front.append((trial.values[0], trial.values[1] / scale))
-        out.append((spent, hypervolume_2d(front)))
+        out.append((spent, hypervolume(front)))
     return out
 
 
