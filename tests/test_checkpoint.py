@@ -1,0 +1,174 @@
+"""Checkpoints: saved by a real run, readable without pickle, and the same model when loaded."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from hpo.checkpoint import load_checkpoint, save_checkpoint
+from hpo.data import DataConfig, Dataset, load_dataset
+from hpo.errors import HpoError
+from hpo.model import GPT, GPTConfig
+from hpo.train import BudgetConfig, OptimConfig, RunConfig, TrainConfig, TrialResult, evaluate, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quiet_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One torch thread (two spin against other jobs on a shared 2-core machine) and a
+    private cache for the CPU peak-FLOP/s probe."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HPO_CACHE_DIR", str(tmp_path_factory.mktemp("hpo-cache")))
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def builtin() -> Dataset:
+    return load_dataset(DataConfig())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, builtin: Dataset) -> tuple[Path, TrainConfig, TrialResult]:
+    path = tmp_path_factory.mktemp("ckpt") / "sub" / "model.pt"  # the folder does not exist yet
+    config = TrainConfig(
+        model=GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, pos_encoding="rope", bias=True),
+        data=DataConfig(val_tokens=2048),
+        optim=OptimConfig(lr=3e-3),
+        train=RunConfig(batch_size=8, evals=2, sample_tokens=40, checkpoint=str(path)),
+        budget=BudgetConfig(steps=30),
+    )
+    return path, config, train(config, dataset=builtin)
+
+
+def test_checkpoint_is_readable_without_pickle(trained) -> None:
+    path, _, _ = trained
+    state = torch.load(path, weights_only=True)
+    assert set(state) == {"model", "config", "tokenizer"}
+    assert all(isinstance(v, torch.Tensor) for v in state["model"].values())
+    assert state["config"]["model"]["pos_encoding"] == "rope"
+
+
+def test_loaded_model_is_the_trained_model(trained, builtin: Dataset) -> None:
+    path, config, result = trained
+    model, loaded_config, tokenizer = load_checkpoint(path)
+    assert not model.training
+    assert tokenizer == builtin.tokenizer
+    assert loaded_config == replace(config, model=replace(config.model, vocab_size=tokenizer.vocab_size))
+
+    # Its logits on the fixed validation batches give the trained model's final metrics...
+    x, y = builtin.validation_set(config.model.block_size, config.data.val_tokens)
+    val_loss, val_accuracy = evaluate(model, x, y, config.train.batch_size, torch.device("cpu"), nullcontext())
+    assert val_accuracy == result.val_accuracy
+    assert val_loss == pytest.approx(result.val_loss, rel=1e-6)
+    assert val_loss < 3.6  # trained, not the ln(vocab) ~ 4.6 of a fresh model
+
+    # ...and, sampled the same way, it writes the very same sample, token by token.
+    prompt = torch.tensor([[int(builtin.val[0])]])
+    generator = torch.Generator().manual_seed(config.train.seed)
+    out = model.generate(prompt, config.train.sample_tokens, generator=generator)
+    assert tokenizer.decode(out[0].tolist()) == result.sample
+
+
+def test_save_and_load_round_trip(tmp_path: Path, builtin: Dataset) -> None:
+    config = TrainConfig(model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, pos_encoding="learned"))
+    torch.manual_seed(3)
+    model = GPT(replace(config.model, vocab_size=builtin.tokenizer.vocab_size)).eval()
+    save_checkpoint(tmp_path / "m.pt", model, config, builtin.tokenizer)
+    loaded, _, _ = load_checkpoint(tmp_path / "m.pt")
+    idx = torch.randint(builtin.tokenizer.vocab_size, (3, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(idx)[0], model(idx)[0])
+    assert loaded.lm_head.weight is loaded.wte.weight  # tying survives the round trip
+
+
+@pytest.mark.parametrize("how", ["override", "flag"])
+def test_cli_train_saves_a_checkpoint(how: str, tmp_path: Path) -> None:
+    path = tmp_path / "cli.pt"
+    option = f"train.checkpoint={path}" if how == "override" else f"--checkpoint={path}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HPO_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpo", "train", "--quiet", "experiment=smoke", "budget.tokens=8000", option],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert str(path) in proc.stdout
+    state = torch.load(path, weights_only=True)
+    assert state["config"]["budget"]["tokens"] == 8000
+    model, config, _ = load_checkpoint(path)
+    assert (config.model.n_layer, config.model.n_embd) == (model.config.n_layer, model.config.n_embd) == (2, 64)
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(HpoError, match=re.escape("nothing.pt")):
+        load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_garbage_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(HpoError, match=re.escape("garbage.pt")):
+        load_checkpoint(path)
+    path.write_bytes(b"")
+    with pytest.raises(HpoError, match=re.escape("garbage.pt")):
+        load_checkpoint(path)
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_checkpoint_with_code_is_refused_unexecuted(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": _Payload(marker), "tokenizer": {}}, path)
+    assert not marker.exists()
+    with pytest.raises(HpoError, match=re.escape("evil.pt")):
+        load_checkpoint(path)
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(_Payload(marker)))  # the payload is real
+    assert marker.exists()
+
+
+def test_torch_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(HpoError, match=re.escape("other.pt")):
+        load_checkpoint(path)
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(HpoError, match=re.escape("other.pt")):
+        load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_the_config(tmp_path: Path, builtin: Dataset) -> None:
+    config = TrainConfig(model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8))
+    model = GPT(replace(config.model, vocab_size=builtin.tokenizer.vocab_size))
+    wider = replace(config, model=replace(config.model, n_embd=32))
+    path = tmp_path / "mismatch.pt"
+    save_checkpoint(path, model, config, builtin.tokenizer)
+    state = torch.load(path, weights_only=True)
+    state["config"] = replace(wider, model=replace(wider.model, vocab_size=model.config.vocab_size)).to_dict()
+    torch.save(state, path)
+    with pytest.raises(HpoError, match=re.escape("mismatch.pt")):
+        load_checkpoint(path)
