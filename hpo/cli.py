@@ -136,9 +136,12 @@ def _usage() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print("error: no command given; `hpo --help` lists the commands", file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
         print(_usage())
-        return 0 if argv else 2
+        return 0
     if argv[0] == "--version":
         from hpo import __version__
 

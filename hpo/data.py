@@ -244,8 +244,8 @@ def fetch_url(url: str, sha256: str | None, cache_dir: str | None = None) -> Pat
     sha256 = sha256.lower()
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = cache / "data" / f"{sha256[:16]}-{Path(url.split('?')[0]).name or 'download'}"
-    if target.is_file():
-        return target
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
+        return target  # verified again: a damaged cache file is downloaded anew
     cache.joinpath("data").mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
         try:

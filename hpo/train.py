@@ -88,7 +88,7 @@ class BudgetConfig:
         if len(given) != 1:
             raise HpoError(
                 f"set exactly one of budget.tokens, budget.steps, budget.seconds (got {given or 'none'}); "
-                "for example budget=tokens budget.tokens=1000000"
+                "for example budget=steps budget.steps=500 budget.tokens=null (presets set budget.tokens)"
             )
         ((key, value),) = given.items()
         if value <= 0:
@@ -294,7 +294,8 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
 
     model.train()
     while progress() < 1.0:
-        lr = config.optim.lr_at(progress())
+        # The rate at the end of this step's share of the budget: warm-up never starts at 0.
+        lr = config.optim.lr_at((step + 1) / total_steps if total_steps is not None else progress())
         for group in optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
