@@ -8,6 +8,7 @@ traceback. Ctrl-C exits 130.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -103,13 +104,13 @@ def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _study_command(name: str) -> Callable[[Sequence[str], argparse.ArgumentParser], int]:
-    """Study commands live in hpo.cli_study, imported only when used (Optuna is slow to import)."""
+def _study_command(name: str, module: str = "cli_study") -> Callable[[Sequence[str], argparse.ArgumentParser], int]:
+    """Study commands live in hpo.cli_study (browsing ones in hpo.cli_browse), imported only
+    when used (Optuna is slow to import)."""
 
     def run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
-        from hpo import cli_study
-
-        return getattr(cli_study, f"cmd_{name}")(argv, parser)
+        commands = importlib.import_module(f"hpo.{module}")
+        return getattr(commands, f"cmd_{name}")(argv, parser)
 
     return run
 
@@ -123,6 +124,8 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "studies": (_study_command("studies"), "list the studies in a database"),
     "show": (_study_command("show"), "Pareto front and best trials of a study"),
     "export": (_study_command("export"), "all trials of a study as CSV or JSON"),
+    "dashboard": (_study_command("dashboard", "cli_browse"), "optuna-dashboard on the studies' database"),
+    "report": (_study_command("report", "cli_browse"), "a study as HTML and PNG images in a folder"),
     "config": (cmd_config, "print the composed config"),
 }
 

@@ -16,7 +16,7 @@ from hpo.data import load_dataset
 from hpo.errors import HpoError
 from hpo.results import export, objective_names, pareto_table, show_text, studies_table, trial_line
 from hpo.settings import HpoConfig
-from hpo.storage import open_storage, redact, resolve_url
+from hpo.storage import open_storage, redact, resolve_url, wait_for_storage
 from hpo.study import ATTR_FINGERPRINT, ATTR_TARGET, counted_trials, create_or_continue, load_existing, target
 from hpo.worker import run_worker, study_lock
 
@@ -114,6 +114,9 @@ def _verify_data(study: optuna.Study, config: HpoConfig) -> None:
 def cmd_run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of study_configs/")
     _add_run_flags(parser)
+    parser.add_argument(
+        "--create-only", action="store_true", help="create the study (or check it exists as configured) and exit"
+    )
     args = parser.parse_intermixed_args(argv)
     _check_workers(args.n_workers)
     config = hpo_config(compose(args.overrides))
@@ -121,9 +124,10 @@ def cmd_run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     storage = _open(url, config)
     fingerprint = load_dataset(config.train.data).fingerprint
     study = create_or_continue(config, storage, fingerprint)
-    if not args.quiet:
+    if not args.quiet or args.create_only:
         print(f"study {study.study_name} in {redact(url)}: {counted_trials(study)}/{target(study)} trials")
-    _work(study, storage, config, url, args)
+    if not args.create_only:
+        _work(study, storage, config, url, args)
     return 0
 
 
@@ -154,9 +158,10 @@ def cmd_worker(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("--storage", metavar="URL", help="database URL (default: $HPO_STORAGE, sqlite:///hpo.db)")
     parser.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     parser.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    parser.add_argument("--wait", type=float, default=60.0, metavar="S", help="wait up to S s for the database")
     args = parser.parse_intermixed_args(argv)
     url = resolve_url(args.storage)
-    study, config = load_existing(args.name, _open(url), url)
+    study, config = load_existing(args.name, wait_for_storage(url, timeout=args.wait), url)
     _verify_data(study, config)
     # Joining workers must not replay the first worker's sampler stream.
     storage = _open(url, config)

@@ -6,11 +6,12 @@ Children come from a forkserver that has imported torch once: a trial starts in 
 milliseconds instead of the second and a half a fresh interpreter needs, which matters
 when trials last seconds. The parent receives eval events and the result over a pipe,
 enforces the per-trial timeout, and kills the child on any exit path. A child whose
-parent died (the forkserver exits with the worker) notices within a second and exits.
+parent died (the worker, killed) notices at once and exits.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import signal
@@ -46,6 +47,10 @@ def _context() -> Any:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["hpo.train"])
     return ctx
+
+
+# Seconds to wait, after a rank's failure, for its peers' failures (to tell cause from consequence).
+FAILURE_SETTLE_S = 0.5
 
 
 def run_isolated(
@@ -100,21 +105,36 @@ def run_isolated(
 
     deadline = None if timeout is None else time.monotonic() + timeout
     finals: dict[int, TrialResult | None] = {}
+    # One rank's failure makes its peers fail too (a collective loses its peer), and when
+    # this loop was busy (in on_eval) both reports are waiting: collect the failures that
+    # follow the first for a moment, and report the cause, not a consequence.
+    failures: dict[int, tuple[float, TrialFailure]] = {}  # rank -> (when it failed, failure)
+    settle = math.inf
     try:
         while len(finals) < world:
-            wait_s = None if deadline is None else deadline - time.monotonic()
-            if wait_s is not None and wait_s <= 0:
+            now = time.monotonic()
+            if failures and (not receivers or now >= min(settle, deadline or math.inf)):
+                raise _cause(failures)
+            if deadline is not None and now >= deadline:
                 raise TrialFailure("timeout", f"no result after the per-trial timeout of {timeout:g} s")
+            until = min(settle, deadline or math.inf)
             by_conn = {conn: rank for rank, conn in receivers.items()}
-            for ready in wait(list(by_conn), timeout=wait_s):
+            for ready in wait(list(by_conn), timeout=None if until == math.inf else until - now):
                 rank = by_conn[ready]  # type: ignore[index]
-                kind, payload = _receive(receivers[rank], processes[rank], where(rank))
+                try:
+                    kind, payload = _receive(receivers[rank], processes[rank], where(rank))
+                except TrialFailure as crash:  # a rank that died without a word caused the rest
+                    kind, payload = "failure", (-math.inf, crash)
                 if kind == "eval":
-                    if on_eval is not None:
+                    if on_eval is not None and not failures:
                         on_eval(payload)
-                elif kind == "error":
-                    reason, text = payload
-                    raise TrialFailure(reason, where(rank) + text)
+                elif kind in ("error", "failure"):
+                    if kind == "error":
+                        reason, text, when = payload
+                        payload = (when, TrialFailure(reason, where(rank) + text))
+                    failures[rank] = payload
+                    del receivers[rank]
+                    settle = min(settle, time.monotonic() + FAILURE_SETTLE_S)
                 else:
                     finals[rank] = payload
                     del receivers[rank]
@@ -130,6 +150,12 @@ def run_isolated(
         for conn in receivers.values():
             conn.close()
         del store
+
+
+def _cause(failures: dict[int, tuple[float, TrialFailure]]) -> TrialFailure:
+    """The failure that came first: a silent death, else the earliest error (then lowest rank)."""
+    _, (_, failure) = min(failures.items(), key=lambda item: (item[1][0], item[0]))
+    return failure
 
 
 def _receive(conn: Connection, process: Any, where: str) -> tuple[str, Any]:
@@ -193,18 +219,18 @@ def _rank_main(
         result = train_fn(config, send)
         conn.send(("result", result if rank == 0 else None))
     except DivergedError as exc:
-        conn.send(("error", ("diverged", str(exc))))
+        conn.send(("error", ("diverged", str(exc), time.time())))
     except HpoError as exc:
-        conn.send(("error", ("invalid", str(exc))))
+        conn.send(("error", ("invalid", str(exc), time.time())))
     except MemoryError:
-        conn.send(("error", ("out_of_memory", "out of host memory")))
+        conn.send(("error", ("out_of_memory", "out of host memory", time.time())))
     except Exception as exc:
         if isinstance(exc, torch.OutOfMemoryError):
-            conn.send(("error", ("out_of_memory", str(exc).splitlines()[0])))
+            conn.send(("error", ("out_of_memory", str(exc).splitlines()[0], time.time())))
         else:
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
-            conn.send(("error", ("crashed", f"{type(exc).__name__}: {exc} (at {where})")))
+            conn.send(("error", ("crashed", f"{type(exc).__name__}: {exc} (at {where})", time.time())))
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -212,12 +238,18 @@ def _rank_main(
 
 
 def _exit_with_parent() -> None:
-    """Exit as soon as the parent (the forkserver, which dies with the worker) is gone."""
-    parent = os.getppid()
+    """Exit as soon as the process that started this rank (the worker) is gone.
+
+    Watching the OS parent (the forkserver) is not enough: every rank holds a copy of the
+    forkserver's keep-alive pipe, so the forkserver outlives a killed worker as long as
+    the ranks do. multiprocessing's parent sentinel closes when the worker itself dies.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
+        wait([parent.sentinel])
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="hpo-parent-watch").start()

@@ -6,6 +6,9 @@ pick the same free device cannot both insert it; the loser retries). A lease exp
 unless its holder renews it with the trial's heartbeat, so a killed worker's devices
 return to the pool after the grace period. On CPU machines a device is a core, and a
 rank is pinned to the core it leased.
+
+Leases are per host: `HPO_LEASE_HOST` names the machine when the host name does not
+(containers on one machine each have a host name of their own, but share its devices).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class DeviceLeases:
     def __init__(self, engine: sa.engine.Engine, ttl: float, host: str | None = None) -> None:
         self.engine = engine
         self.ttl = ttl
-        self.host = host or platform.node()
+        self.host = host or os.environ.get("HPO_LEASE_HOST") or platform.node()
         _metadata.create_all(engine, checkfirst=True)
 
     def try_acquire(self, pool: Sequence[int], n: int, owner: str) -> list[int] | None:

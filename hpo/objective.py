@@ -102,7 +102,10 @@ class TrialStores:
 
     @classmethod
     def open(cls, storage: optuna.storages.RDBStorage, config: HpoConfig) -> TrialStores:
-        return cls(storage, DeviceLeases(storage.engine, ttl=config.storage.grace_period), CurveStore(storage.engine))
+        # A lease outlives a few missed renewals, and expires before the grace period ends, so
+        # the retry of a dead worker's trial finds its devices free.
+        ttl = (config.storage.heartbeat_interval + config.storage.grace_period) / 2
+        return cls(storage, DeviceLeases(storage.engine, ttl=ttl), CurveStore(storage.engine))
 
 
 def run_trial(
@@ -152,9 +155,10 @@ def run_trial(
         stores.leases.renew(owner)
 
     try:
+        # The heartbeat starts first: waiting for a free device is no reason to look dead.
         with (
-            stores.leases.hold(pool, train_config.train.n_devices, owner) as devices,
             _Heartbeat(beat, config.storage.heartbeat_interval),
+            stores.leases.hold(pool, train_config.train.n_devices, owner) as devices,
         ):
             trial.set_user_attr("devices", devices)
             result = run_isolated(

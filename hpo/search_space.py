@@ -120,6 +120,24 @@ class SearchSpace:
             raise HpoError("search_space has no searched parameter; give at least one a range or choices")
         return cls(params)
 
+    def check_point(self, values: Mapping[str, Any], key: str) -> None:
+        """HpoError unless `values` (a baseline) is a point of this space: Optuna would
+        silently drop a name it never suggests, or crash on a value outside the choices."""
+        params = {p.name: p for p in self.params}
+        for name, value in values.items():
+            param = params.get(name)
+            if param is None:
+                raise HpoError(f"{key}.{name} is not in the search space; use {', '.join(params)}")
+            if param.kind == "fixed":
+                ok = value == param.value
+            elif param.kind == "categorical":
+                ok = value in param.choices
+            else:
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                ok = number and param.low <= value <= param.high  # type: ignore[operator]
+            if not ok:
+                raise HpoError(f"{key}.{name}={value!r} is outside search_space.{name}")
+
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample every parameter; fixed ones are returned too (the record is complete)."""
         return {p.name: p.suggest(trial) for p in self.params}

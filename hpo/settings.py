@@ -74,7 +74,9 @@ class HpoConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def __post_init__(self) -> None:
-        SearchSpace.from_dict(self.search_space)  # validate early: before a study exists
+        space = SearchSpace.from_dict(self.search_space)  # validate early: before a study exists
+        for i, baseline in enumerate(self.study.baselines):
+            space.check_point(baseline, f"study.baselines[{i}]")
         if self.pruner.optuna_pruner() is not None and len(self.study.objectives) > 1:
             raise HpoError(
                 f"pruner={self.pruner.name} is Optuna's and needs a single objective "

@@ -8,6 +8,8 @@ terminal or a log. Heartbeats turn a trial whose worker died into a retried tria
 from __future__ import annotations
 
 import os
+import sys
+import time
 from dataclasses import dataclass
 
 import optuna
@@ -107,3 +109,24 @@ def dispose(storage: optuna.storages.RDBStorage) -> None:
     storage.remove_session()
     engine: sqlalchemy.engine.Engine = storage.engine
     engine.dispose()
+
+
+def wait_for_storage(
+    url: str, config: StorageConfig | None = None, timeout: float = 60.0, poll: float = 1.0
+) -> optuna.storages.RDBStorage:
+    """open_storage, retried while the database does not answer yet (a worker that starts
+    before its database, as in docker-compose); says once that it waits, and gives up
+    with an HpoError after `timeout` seconds. A malformed URL fails at once."""
+    parse_url(url)
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        try:
+            return open_storage(url, config)
+        except HpoError as exc:
+            if time.monotonic() + poll > deadline:
+                raise HpoError(f"{exc} (waited {timeout:g} s)") from None
+            if not announced:
+                print(f"waiting up to {timeout:g} s for the database at {redact(url)}", file=sys.stderr, flush=True)
+                announced = True
+            time.sleep(poll)

@@ -80,7 +80,9 @@ def create_or_continue(
     if name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         check_compatible(study, config, fingerprint)
-        study.set_user_attr(ATTR_TARGET, config.study.n_trials)
+        # Never lower the target: `hpo resume --n-trials` raised it beyond the stored config's
+        # n_trials, which is what a later resume or a joining worker passes here.
+        study.set_user_attr(ATTR_TARGET, max(target(study), config.study.n_trials))
         return study
     study = optuna.create_study(
         study_name=name, storage=storage, directions=directions, sampler=sampler, pruner=pruner, load_if_exists=True
@@ -91,13 +93,21 @@ def create_or_continue(
     if isinstance(storage, optuna.storages.RDBStorage):
         CurveStore(storage.engine).forget(name)  # points left by a deleted study of this name
     study.set_metric_names(list(config.study.objectives))
-    study.set_user_attr(ATTR_CONFIG, config.to_dict())
+    study.set_user_attr(ATTR_CONFIG, stored_config(config))
     study.set_user_attr(ATTR_FINGERPRINT, fingerprint)
     study.set_user_attr(ATTR_VERSION, __version__)
     study.set_user_attr(ATTR_TARGET, config.study.n_trials)
     for params in config.study.baselines:
         study.enqueue_trial(dict(params), skip_if_exists=True)
     return study
+
+
+def stored_config(config: HpoConfig) -> dict[str, Any]:
+    """The config as the study keeps it: a storage URL's password would show in the dashboard."""
+    data = config.to_dict()
+    if data["storage"]["url"]:
+        data["storage"]["url"] = redact(data["storage"]["url"])
+    return data
 
 
 def check_compatible(study: optuna.Study, config: HpoConfig, fingerprint: str) -> None:

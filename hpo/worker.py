@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,7 +68,11 @@ def claim(
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial becomes a waiting retry
         with study_lock(storage, study.study_name):
             if counted_trials(study) < target(study):
-                return study.ask()
+                trial = study.ask()
+                # Beat at once: a worker that dies before the trial's own heartbeat starts must
+                # leave a trial that turns stale (and is retried), not one RUNNING forever.
+                storage.record_heartbeat(trial._trial_id)
+                return trial
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 return None
         time.sleep(poll)
@@ -93,6 +98,27 @@ def run_worker(
             break
         frozen = run_trial(study, trial, config, stores, on_eval=on_eval)
         done += 1
+        _publish(study, storage, frozen, stores)
         if on_trial is not None:
             on_trial(frozen)
     return done
+
+
+def _publish(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: FrozenTrial, stores: TrialStores) -> None:
+    """The trial's note and the study's figures for optuna-dashboard (hpo.notes).
+
+    Under the study lock, so that workers never interleave the chunks of one figure. Only
+    a view: whatever goes wrong here is a warning, never a failed worker or trial.
+    """
+    try:
+        from hpo.notes import publish
+
+        with study_lock(storage, study.study_name):
+            publish(study, trial, stores.curves)
+    except Exception as exc:  # the study must go on without its figures
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"warning: dashboard note and figures of trial {trial.number} not saved: {type(exc).__name__}: {detail}",
+            file=sys.stderr,
+            flush=True,
+        )

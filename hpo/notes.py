@@ -1,0 +1,213 @@
+"""What optuna-dashboard shows of a trial: a markdown note, and the study's figures.
+
+A note is the whole record of one finished trial in a page: outcome, configuration,
+every metric with its unit, devices, where the time went, the learning curve, a text
+sample of the trained model and, when it did not complete, why. `publish` writes it and
+refreshes the study-level figures (hpo.figures); every worker calls it after each trial.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.study import ATTR_MESSAGE, ATTR_REASON
+from hpo.tables import format_value
+
+if TYPE_CHECKING:
+    from hpo.curves import CurveStore
+
+# Learning-curve rows shown in a note; longer curves are thinned, keeping the last point.
+MAX_CURVE_ROWS = 12
+
+
+def _cell(value: object) -> str:
+    """A value fit for a markdown table cell: no pipes or line breaks to break the row."""
+    text = value if isinstance(value, str) else format_value(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _scaled(value: float, unit: str) -> str:
+    """1.23e10 FLOP/s -> '12.3 GFLOP/s'."""
+    space = " " if unit else ""
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{space}{prefix}{unit}"
+    return f"{value:.3g}{space}{unit}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3g} s" if value < 100 else f"{value:,.0f} s"
+
+
+def _code_block(text: str) -> str:
+    """A fenced block that no run of backticks inside `text` can close early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _metric_rows(attrs: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(metric, value with unit) for every metric the trial recorded."""
+    rows: list[tuple[str, str]] = []
+
+    def add(name: str, key: str, show: Any) -> None:
+        if attrs.get(key) is not None:
+            rows.append((name, show(attrs[key])))
+
+    add("val_accuracy", "val_accuracy", lambda v: f"{v:.4f} ({100 * v:.2f} %)")
+    add("val_loss", "val_loss", lambda v: f"{v:.4f}")
+    add("train_loss", "train_loss", lambda v: f"{v:.4f}")
+    add("tokens_per_sec", "tokens_per_sec", lambda v: f"{v:,.0f} tokens/s")
+    add("parameters", "params", lambda v: f"{v:,} ({_scaled(v, '')})")
+    add("FLOPs per token", "flops_per_token", lambda v: f"{v:,} ({_scaled(v, 'FLOP')})")
+    add("achieved FLOP/s", "achieved_flops", lambda v: _scaled(v, "FLOP/s"))
+    add("device peak FLOP/s", "peak_flops", lambda v: _scaled(v, "FLOP/s"))
+    add("MFU", "mfu", lambda v: f"{100 * v:.2f} %")
+    add("peak memory", "peak_memory_bytes", lambda v: f"{v / 2**20:,.1f} MiB")
+    add("optimizer steps", "steps", lambda v: f"{v:,}")
+    add("tokens trained", "tokens", lambda v: f"{v:,}")
+    add("wall time", "wall_time_s", _seconds)
+    add("training steps", "train_time_s", _seconds)
+    add("timed steps (for tokens/s)", "timed_time_s", _seconds)
+    add("evaluation", "eval_time_s", _seconds)
+    if attrs.get("overhead_s") is not None:
+        wall = attrs.get("wall_time_s") or 0.0
+        share = f" ({100 * attrs['overhead_s'] / wall:.0f} % of wall time)" if wall > 0 else ""
+        rows.append(("overhead (outside training steps)", _seconds(attrs["overhead_s"]) + share))
+    return rows
+
+
+def _devices(attrs: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
+    n = attrs.get("n_devices", params.get("n_devices"))
+    if n is None:
+        return None
+    name = attrs.get("device_name")
+    kind = ", ".join(str(attrs[k]) for k in ("device", "dtype") if attrs.get(k))
+    text = f"{n} x {name}" if name else f"{n} device{'s' if n != 1 else ''}"
+    if kind:
+        text += f" ({kind})"
+    if attrs.get("devices") is not None:
+        text += f", device ids {', '.join(map(str, attrs['devices']))}"
+    if attrs.get("host"):
+        text += f", host {attrs['host']}"
+    return text
+
+
+def _config_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """One row per config group (model, data, optim, ...): `key=value` pairs."""
+    rows = []
+    for group, values in config.items():
+        if isinstance(values, Mapping):
+            rows.append((group, ", ".join(f"{k}={_value(v)}" for k, v in values.items() if v is not None)))
+        else:
+            rows.append((group, _value(values)))
+    return rows
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _curve_rows(curve: Sequence[Mapping[str, Any]]) -> list[tuple[object, ...]]:
+    if len(curve) > MAX_CURVE_ROWS:
+        step = len(curve) / (MAX_CURVE_ROWS - 1)
+        curve = [*(curve[int(i * step)] for i in range(MAX_CURVE_ROWS - 1)), curve[-1]]
+    return [
+        (e["tokens"], f"{e['train_loss']:.4f}", f"{e['val_loss']:.4f}", f"{e['val_accuracy']:.4f}", e["tokens_per_sec"])
+        for e in curve
+    ]
+
+
+def trial_note(trial: FrozenTrial, objective_names: Sequence[str]) -> str:
+    """The markdown note of a finished trial, from its user attributes."""
+    attrs, state = trial.user_attrs, trial.state
+    reason = attrs.get(ATTR_REASON)
+    heading = f"## Trial {trial.number}: {state.name.lower()}"
+    if reason and reason != state.name.lower():
+        heading += f" ({reason})"
+    parts = [heading]
+    if state == TrialState.COMPLETE and trial.values is not None:
+        parts.append(
+            " · ".join(f"**{n}** {format_value(v)}" for n, v in zip(objective_names, trial.values, strict=False))
+        )
+    if reason:
+        parts.append(f"> **{reason}**: {attrs.get(ATTR_MESSAGE, '')}".rstrip())
+    rung = attrs.get("rung")
+    if isinstance(rung, Mapping):
+        parts.append(
+            f"Stopped at the rung of {rung.get('rung_tokens', 0):,} tokens, with val_accuracy "
+            f"{rung.get('val_accuracy', float('nan')):.4f} and {rung.get('tokens_per_sec', 0):,.0f} tokens/s."
+        )
+    parts.append("### Configuration")
+    if trial.params:
+        parts.append(_table(["sampled parameter", "value"], [(k, _value(v)) for k, v in trial.params.items()]))
+    config = attrs.get("config")
+    if isinstance(config, Mapping):
+        parts.append(_table(["config group", "resolved settings of this trial"], _config_rows(config)))
+    elif not trial.params:
+        parts.append("No configuration was recorded.")
+    metrics = _metric_rows(attrs)
+    if metrics:
+        parts += ["### Metrics", _table(["metric", "value"], metrics)]
+    devices = _devices(attrs, trial.params)
+    if devices:
+        parts += ["### Devices", devices]
+    curve = attrs.get("curve")
+    if curve:
+        parts += [
+            "### Learning curve",
+            _table(["tokens", "train_loss", "val_loss", "val_accuracy", "tokens/s"], _curve_rows(curve)),
+        ]
+    if attrs.get("sample"):
+        parts += ["### Text sample", _code_block(str(attrs["sample"]))]
+    provenance = [f"{k} {attrs[k]}" for k in ("hpo_version", "torch_version", "optuna_version", "seed") if k in attrs]
+    if provenance:
+        parts.append("*" + " · ".join(p.replace("_version", "") for p in provenance) + "*")
+    return "\n\n".join(parts) + "\n"
+
+
+@dataclass(frozen=True)
+class _TrialRef:
+    """What `optuna_dashboard.save_note` reads of a trial: its storage, study and id.
+
+    `optuna.Trial(study, trial_id)` would do too, but it calls the sampler's
+    `before_trial`, which must not run again on a finished trial.
+    """
+
+    storage: optuna.storages.BaseStorage
+    study: optuna.Study
+    _trial_id: int
+
+
+def publish(study: optuna.Study, trial: FrozenTrial, curves: CurveStore) -> None:
+    """Save `trial`'s note and refresh the study's figures in optuna-dashboard.
+
+    Figures are rewritten whole under fixed ids, chunk by chunk: a caller with several
+    workers on a study holds the study lock (hpo.worker.study_lock) around this call, so
+    two workers never interleave their chunks, and the last writer has seen every trial.
+    """
+    from optuna_dashboard import save_note, save_plotly_graph_object
+
+    from hpo.figures import study_figures
+    from hpo.results import objective_names
+
+    ref = _TrialRef(study._storage, study, trial._trial_id)
+    save_note(cast(optuna.Trial, ref), trial_note(trial, objective_names(study)))
+    for graph_id, figure in study_figures(study, curves.curves(study.study_name), latest=trial.number).items():
+        save_plotly_graph_object(study, figure, graph_object_id=graph_id)
