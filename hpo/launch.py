@@ -217,24 +217,31 @@ def _rank_main(
             torch.distributed.init_process_group(backend, store=store, rank=rank, world_size=world)
         send = (lambda event: conn.send(("eval", event))) if rank == 0 else None
         result = train_fn(config, send)
-        conn.send(("result", result if rank == 0 else None))
-    except DivergedError as exc:
-        conn.send(("error", ("diverged", str(exc), time.time())))
-    except HpoError as exc:
-        conn.send(("error", ("invalid", str(exc), time.time())))
-    except MemoryError:
-        conn.send(("error", ("out_of_memory", "out of host memory", time.time())))
+        message: tuple[str, Any] = ("result", result if rank == 0 else None)  # rank 0 speaks for all
     except Exception as exc:
-        if isinstance(exc, torch.OutOfMemoryError):
-            conn.send(("error", ("out_of_memory", str(exc).splitlines()[0], time.time())))
-        else:
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
-            conn.send(("error", ("crashed", f"{type(exc).__name__}: {exc} (at {where})", time.time())))
+        message = ("error", (*_classify(exc), time.time()))
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-        conn.close()
+    try:
+        conn.send(message)
+    except OSError:
+        os._exit(1)  # the parent is gone (a broken pipe): there is no one left to tell
+    conn.close()
+
+
+def _classify(exc: Exception) -> tuple[str, str]:
+    """A rank's exception as (reason, message) for the trial's record."""
+    if isinstance(exc, DivergedError):
+        return "diverged", str(exc)
+    if isinstance(exc, HpoError):
+        return "invalid", str(exc)
+    if isinstance(exc, MemoryError):
+        return "out_of_memory", "out of host memory"
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "out_of_memory", str(exc).splitlines()[0]
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return "crashed", f"{type(exc).__name__}: {exc} (at {os.path.basename(frame.filename)}:{frame.lineno})"
 
 
 def _exit_with_parent() -> None:
