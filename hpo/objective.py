@@ -8,6 +8,7 @@ training config, the learning curve, a text sample and the environment.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import threading
 from collections.abc import Callable
@@ -120,9 +121,24 @@ def run_trial(
     Infeasible configurations are told PRUNED with a violated constraint, so TPE and GP
     learn to avoid them (Optuna's samplers read constraints of complete and pruned
     trials only); failures are FAIL with a one-word reason; a pruned trial is PRUNED with
-    the values it had at its rung; Ctrl-C fails the trial with reason `interrupted` and
-    propagates.
+    the values it had at its rung. Ctrl-C at any point fails the trial with reason
+    `interrupted` (never leaving it RUNNING) and propagates.
     """
+    try:
+        return _run_trial(study, trial, config, stores, on_eval)
+    except KeyboardInterrupt:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            _finish(study, trial, TrialState.FAIL, reason=("interrupted", "stopped by Ctrl-C"))
+        raise
+
+
+def _run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    config: HpoConfig,
+    stores: TrialStores,
+    on_eval: Callable[[EvalEvent], None] | None,
+) -> FrozenTrial:
     params = config.space.suggest(trial)
     trial.set_user_attr("host", platform.node())
     trial.set_user_attr("hpo_version", __version__)
@@ -168,9 +184,6 @@ def run_trial(
         return _finish(study, trial, TrialState.PRUNED, reason=("pruned", str(pruned)))
     except TrialFailure as failure:
         return _finish(study, trial, TrialState.FAIL, reason=(failure.reason, failure.message))
-    except KeyboardInterrupt:
-        _finish(study, trial, TrialState.FAIL, reason=("interrupted", "stopped by Ctrl-C"))
-        raise
     _record(trial, result)
     values = [getattr(result, name) for name in config.study.objectives]
     return _finish(study, trial, TrialState.COMPLETE, values=values)
