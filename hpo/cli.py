@@ -32,10 +32,13 @@ def cmd_config(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     from omegaconf import OmegaConf
 
     from hpo.config import compose, hpo_config
+    from hpo.storage import redact
 
     args = _with_overrides(parser).parse_intermixed_args(argv)
     composed = compose(args.overrides)
     hpo_config(composed)  # validate before printing
+    if composed["storage"].get("url"):
+        composed["storage"]["url"] = redact(composed["storage"]["url"])
     print(OmegaConf.to_yaml(composed), end="")
     return 0
 

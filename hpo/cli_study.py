@@ -94,7 +94,7 @@ def _work(
         print(f"warning: {len(failed)} worker process(es) exited with status {failed}", file=sys.stderr)
     if not args.quiet:
         print(f"\n{show_text(study)}")
-        print(f"\nbrowse it: optuna-dashboard {redact(url)}")
+        print(f"\nbrowse it: hpo dashboard --storage {redact(url)}")
 
 
 def _open(url: str, config: HpoConfig | None = None) -> optuna.storages.RDBStorage:

@@ -17,11 +17,18 @@ import ipaddress
 import os
 import socket
 import sys
+import warnings
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+import optuna
+
 from hpo.errors import HpoError
 from hpo.storage import open_storage, parse_url, redact
+
+# A viewer opens the storage as workers do (hpo.storage), with Optuna's experimental heartbeat
+# arguments, whose warnings would precede every message and break the one-line errors.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080

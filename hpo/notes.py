@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import optuna
@@ -21,7 +21,9 @@ from hpo.tables import format_value
 
 if TYPE_CHECKING:
     from hpo.curves import CurveStore
+    from hpo.train import EvalEvent
 
+_STATE_WORDS = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned"}
 # Learning-curve rows shown in a note; longer curves are thinned, keeping the last point.
 MAX_CURVE_ROWS = 12
 
@@ -100,6 +102,8 @@ def _devices(attrs: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
         text += f" ({kind})"
     if attrs.get("devices") is not None:
         text += f", device ids {', '.join(map(str, attrs['devices']))}"
+    else:
+        text += " requested, none leased"
     if attrs.get("host"):
         text += f", host {attrs['host']}"
     return text
@@ -134,12 +138,16 @@ def _curve_rows(curve: Sequence[Mapping[str, Any]]) -> list[tuple[object, ...]]:
     ]
 
 
-def trial_note(trial: FrozenTrial, objective_names: Sequence[str]) -> str:
-    """The markdown note of a finished trial, from its user attributes."""
+def trial_note(trial: FrozenTrial, objective_names: Sequence[str], curve: Sequence[EvalEvent] | None = None) -> str:
+    """The markdown note of a finished trial, from its user attributes.
+
+    Only completed trials keep their learning curve in an attribute; `curve` (from the
+    curve table) gives that of a pruned or failed one.
+    """
     attrs, state = trial.user_attrs, trial.state
     reason = attrs.get(ATTR_REASON)
-    heading = f"## Trial {trial.number}: {state.name.lower()}"
-    if reason and reason != state.name.lower():
+    heading = f"## Trial {trial.number}: {_STATE_WORDS.get(state, state.name.lower())}"
+    if reason:
         heading += f" ({reason})"
     parts = [heading]
     if state == TrialState.COMPLETE and trial.values is not None:
@@ -147,7 +155,8 @@ def trial_note(trial: FrozenTrial, objective_names: Sequence[str]) -> str:
             " · ".join(f"**{n}** {format_value(v)}" for n, v in zip(objective_names, trial.values, strict=False))
         )
     if reason:
-        parts.append(f"> **{reason}**: {attrs.get(ATTR_MESSAGE, '')}".rstrip())
+        message = str(attrs.get(ATTR_MESSAGE, "")).strip().replace("\n", "\n> ")
+        parts.append(f"> **{reason}**: {message}".rstrip())
     rung = attrs.get("rung")
     if isinstance(rung, Mapping):
         parts.append(
@@ -159,7 +168,8 @@ def trial_note(trial: FrozenTrial, objective_names: Sequence[str]) -> str:
         parts.append(_table(["sampled parameter", "value"], [(k, _value(v)) for k, v in trial.params.items()]))
     config = attrs.get("config")
     if isinstance(config, Mapping):
-        parts.append(_table(["config group", "resolved settings of this trial"], _config_rows(config)))
+        rows = "\n".join(f"- **{group}**: {_cell(settings)}" for group, settings in _config_rows(config))
+        parts.append(f"Resolved training config:\n\n{rows}")
     elif not trial.params:
         parts.append("No configuration was recorded.")
     metrics = _metric_rows(attrs)
@@ -168,11 +178,11 @@ def trial_note(trial: FrozenTrial, objective_names: Sequence[str]) -> str:
     devices = _devices(attrs, trial.params)
     if devices:
         parts += ["### Devices", devices]
-    curve = attrs.get("curve")
-    if curve:
+    curve_points = attrs.get("curve") or [asdict(e) for e in curve or ()]
+    if curve_points:
         parts += [
             "### Learning curve",
-            _table(["tokens", "train_loss", "val_loss", "val_accuracy", "tokens/s"], _curve_rows(curve)),
+            _table(["tokens", "train_loss", "val_loss", "val_accuracy", "tokens/s"], _curve_rows(curve_points)),
         ]
     if attrs.get("sample"):
         parts += ["### Text sample", _code_block(str(attrs["sample"]))]
@@ -208,6 +218,7 @@ def publish(study: optuna.Study, trial: FrozenTrial, curves: CurveStore) -> None
     from hpo.results import objective_names
 
     ref = _TrialRef(study._storage, study, trial._trial_id)
-    save_note(cast(optuna.Trial, ref), trial_note(trial, objective_names(study)))
+    curve = None if trial.user_attrs.get("curve") else curves.curve(study.study_name, trial.number)
+    save_note(cast(optuna.Trial, ref), trial_note(trial, objective_names(study), curve))
     for graph_id, figure in study_figures(study, curves.curves(study.study_name), latest=trial.number).items():
         save_plotly_graph_object(study, figure, graph_object_id=graph_id)

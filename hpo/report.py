@@ -22,6 +22,7 @@ from typing import Any
 
 import optuna
 from matplotlib.figure import Figure
+from matplotlib.ticker import StrMethodFormatter
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -81,8 +82,8 @@ def pareto_image(study: optuna.Study, path: Path) -> Path:
             s=[90 if p.on_front else 35 for p in group],
             c=device_colour(n, counts),
             alpha=0.9,
-            edgecolors=["black" if p.on_front else "none" for p in group],
-            linewidths=1.5,
+            edgecolors="black",
+            linewidths=[1.5 if p.on_front else 0.0 for p in group],
             label=f"{n} device{'s' if n > 1 else ''}",
             zorder=3,
         )
@@ -91,6 +92,7 @@ def pareto_image(study: optuna.Study, path: Path) -> Path:
     for p in pts:
         if p.on_front:
             axes.annotate(f"#{p.number}", (p.tokens_per_sec, p.val_accuracy), textcoords="offset points", xytext=(6, 6))
+    axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     axes.set_xlabel(X_TITLE)
     axes.set_ylabel(Y_TITLE)
     axes.set_title("Pareto front, coloured by device count (front ringed)")
@@ -128,13 +130,15 @@ def importances(study: optuna.Study, index: int) -> dict[str, float] | str:
     # PED-ANOVA, Optuna's default evaluator, ranks what it takes to reach LOW targets.
     sign = -1.0 if study.directions[index] == StudyDirection.MAXIMIZE else 1.0
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             values = optuna.importance.get_param_importances(study, target=lambda t: sign * t.values[index])
     except (ValueError, RuntimeError, ZeroDivisionError) as exc:
         return f"importances could not be computed: {exc}"
-    if not values or not all(math.isfinite(v) for v in values.values()) or not any(values.values()):
-        return f"{len(done)} completed trials do not yet tell the parameters apart"
+    # Too few trials to separate the best from the rest: Optuna says so and returns equal shares.
+    equal = any("importances will be equal" in str(w.message).lower() for w in caught)
+    if equal or not values or not all(math.isfinite(v) for v in values.values()) or not any(values.values()):
+        return f"{len(done)} completed trials do not yet tell the parameters apart; run more trials"
     return values
 
 
@@ -227,7 +231,8 @@ def pareto_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
     names = objective_names(study)
     front = sorted(study.best_trials, key=lambda t: -t.values[0]) if points(study) else []
     params = sorted({k for t in front for k in t.params})
-    headers = ["trial", *names, *params, "devices", "model params", "MFU %", "peak memory MiB", "wall s", "sample"]
+    devices = [] if "n_devices" in params else ["devices"]  # a searched device count is a param column
+    headers = ["trial", *names, *params, *devices, "model params", "MFU %", "peak memory MiB", "wall s", "sample"]
     rows = []
     for t in front:
         attrs = t.user_attrs
@@ -238,7 +243,7 @@ def pareto_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
                 t.number,
                 *t.values,
                 *(t.params.get(p) for p in params),
-                attrs.get("n_devices"),
+                *(attrs.get("n_devices") for _ in devices),
                 attrs.get("params"),
                 None if mfu is None else 100 * mfu,
                 None if memory is None else memory / 2**20,

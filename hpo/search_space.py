@@ -134,7 +134,7 @@ class SearchSpace:
                 ok = value in param.choices
             else:
                 number = isinstance(value, (int, float)) and not isinstance(value, bool)
-                ok = number and param.low <= value <= param.high  # type: ignore[operator]
+                ok = number and param.low <= value <= param.high
             if not ok:
                 raise HpoError(f"{key}.{name}={value!r} is outside search_space.{name}")
 

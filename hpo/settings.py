@@ -75,6 +75,8 @@ class HpoConfig:
 
     def __post_init__(self) -> None:
         space = SearchSpace.from_dict(self.search_space)  # validate early: before a study exists
+        # Fixed values are in every trial: a wrong one is a config error now, not N infeasible trials.
+        space.apply(self.train, {p.name: p.value for p in space.params if p.kind == "fixed"})
         for i, baseline in enumerate(self.study.baselines):
             space.check_point(baseline, f"study.baselines[{i}]")
         if self.pruner.optuna_pruner() is not None and len(self.study.objectives) > 1:

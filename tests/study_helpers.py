@@ -1,0 +1,210 @@
+"""Shared helpers for the study-layer tests: tiny trials and real `hpo` processes.
+
+Every study in these tests trains real GPTs, made tiny (one layer, 16-wide heads, a
+20k-token budget, one CPU thread) so a trial lasts about a second on a quiet 2-core
+machine. Nothing is mocked: `hpo(...)` runs `python -m hpo` as its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import psutil
+
+# A trial of about a second: one thread, so concurrent tests and workers share 2 cores fairly.
+TINY: tuple[str, ...] = (
+    "experiment=smoke",
+    "budget.tokens=20000",
+    "train.evals=2",
+    "train.sample_tokens=16",
+    "train.threads=1",
+    "data.val_tokens=1024",
+    "search_space.n_layer=1",
+    "search_space.head_dim=16",
+    "search_space.batch_size=16",
+    "search_space.n_devices=1",
+    # the two searched parameters, pinned here so the tests do not follow edits of smoke.yaml
+    "search_space.n_head={choices: [2, 4]}",
+    "search_space.lr={low: 1.0e-3, high: 1.0e-2, log: true}",
+)
+
+# Seconds a single `hpo` command may take before a test gives up on it.
+COMMAND_TIMEOUT = 240
+
+
+def tiny(name: str, n_trials: int = 2, *extra: str) -> list[str]:
+    """Overrides for a tiny study named `name` with a target of `n_trials`."""
+    return [*TINY, f"study.name={name}", f"study.n_trials={n_trials}", *extra]
+
+
+def hpo_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hpo", *args]
+
+
+def hpo(
+    *args: str,
+    timeout: float = COMMAND_TIMEOUT,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m hpo ARGS...` to completion; stdout and stderr captured as text."""
+    return subprocess.run(
+        hpo_command(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def hpo_ok(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """`hpo(...)` that must exit 0; the failure message shows what the command printed."""
+    result = hpo(*args, **kwargs)
+    assert result.returncode == 0, describe(result)
+    return result
+
+
+def start_hpo(*args: str, **popen: Any) -> subprocess.Popen[str]:
+    """Start `python -m hpo ARGS...` in a session of its own (so its group can be signalled)."""
+    return subprocess.Popen(
+        hpo_command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    return (
+        f"exit {result.returncode}: {' '.join(map(str, result.args))}\n"
+        f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Exit 2, exactly one stderr line, starting `error:`, no traceback; returns the line."""
+    assert result.returncode == 2, describe(result)
+    assert "Traceback" not in result.stderr + result.stdout, describe(result)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, describe(result)
+    assert lines[0].startswith("error:"), describe(result)
+    for fragment in fragments:
+        assert fragment in lines[0], describe(result)
+    return lines[0]
+
+
+def load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return load(url, name).get_trials(deepcopy=False)
+
+
+def states(url: str, name: str) -> dict[int, str]:
+    return {t.number: t.state.name for t in trials(url, name)}
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll until `condition()` is truthy and return its value; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def running_trial(url: str, name: str, after_complete: int = 1) -> optuna.trial.FrozenTrial | None:
+    """A RUNNING trial that has begun training (it holds its devices, its heartbeat beats),
+    once at least `after_complete` trials are complete; else None."""
+    try:
+        all_trials = trials(url, name)
+    except KeyError:  # the study does not exist yet
+        return None
+    complete = [t for t in all_trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < after_complete:
+        return None
+    for t in all_trials:
+        if t.state == optuna.trial.TrialState.RUNNING and "devices" in t.user_attrs:
+            return t
+    return None
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def alive(processes: Sequence[psutil.Process]) -> list[psutil.Process]:
+    """Those still running: gone and zombie processes (exited, not yet reaped) are not."""
+    left = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                left.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return left
+
+
+def kill_tree(processes: Sequence[psutil.Process]) -> None:
+    """Clean-up after a failed test: SIGKILL whatever of these processes is left."""
+    for process in alive(processes):
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            continue
+
+
+def sqlite_snapshot(url: str) -> list[str]:
+    """Every row of a SQLite database as SQL text, to compare before and after a command."""
+    path = url.removeprefix("sqlite:///")
+    if not os.path.exists(path):
+        return []
+    with sqlite3.connect(path) as conn:
+        return list(conn.iterdump())
+
+
+def study_snapshot(url: str) -> str:
+    """Every study of a database with its attributes and trials, as comparable JSON."""
+    summaries = optuna.get_all_study_summaries(url)
+    out = []
+    for summary in sorted(summaries, key=lambda s: s.study_name):
+        study = load(url, summary.study_name)
+        out.append(
+            {
+                "name": study.study_name,
+                "user_attrs": study.user_attrs,
+                "trials": [
+                    {
+                        "number": t.number,
+                        "state": t.state.name,
+                        "values": t.values,
+                        "params": t.params,
+                        "user_attrs": t.user_attrs,
+                        "system_attrs": t.system_attrs,
+                    }
+                    for t in study.get_trials(deepcopy=False)
+                ],
+            }
+        )
+    return json.dumps(out, sort_keys=True, default=str)
