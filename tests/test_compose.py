@@ -125,7 +125,7 @@ def test_compose_topology_runs_the_study(services: dict[str, dict], created: str
     try:
         _finish(workers)
         studies = _get_json(f"http://127.0.0.1:{port}/api/studies")
-        assert STUDY in {s["study_name"] for s in studies["studies"]}
+        assert STUDY in {s["study_name"] for s in studies["study_summaries"]}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -175,3 +175,25 @@ def test_killed_worker_trial_is_retried_and_its_lease_released(services: dict[st
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(LEASES)).scalar() == 0
     engine.dispose()
+
+
+def test_worker_waits_for_the_database_then_gives_up_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hpo", "worker", "any", "--wait", "2",
+         "--storage", "postgresql+psycopg://hpo:s3cret-pw@127.0.0.1:1/hpo"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("waiting up to 2 s for the database")
+    assert lines[-1].startswith("error: cannot open storage") and "waited 2 s" in lines[-1]
+    assert "s3cret-pw" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_worker_on_a_missing_study_exits_with_one_line(postgres_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hpo", "worker", "no-such-study", "--storage", postgres_url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: study 'no-such-study' does not exist")
