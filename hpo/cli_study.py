@@ -97,8 +97,9 @@ def _work(
         print(f"\nbrowse it: hpo dashboard --storage {redact(url)}")
 
 
-def _open(url: str, config: HpoConfig | None = None) -> optuna.storages.RDBStorage:
-    return open_storage(url, config.storage if config else None)
+def _open(url: str, config: HpoConfig | None = None, *, must_exist: bool = True) -> optuna.storages.RDBStorage:
+    """The storage; except where a study is created, a SQLite file that is not there is an error."""
+    return open_storage(url, config.storage if config else None, must_exist=must_exist)
 
 
 def _verify_data(study: optuna.Study, config: HpoConfig) -> None:
@@ -121,7 +122,7 @@ def cmd_run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     _check_workers(args.n_workers)
     config = hpo_config(compose(args.overrides))
     url = resolve_url(args.storage, config.storage.url)
-    storage = _open(url, config)
+    storage = _open(url, config, must_exist=False)
     fingerprint = load_dataset(config.train.data).fingerprint
     study = create_or_continue(config, storage, fingerprint)
     if not args.quiet or args.create_only:

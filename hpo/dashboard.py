@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import socket
 import sys
 import warnings
@@ -24,7 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import optuna
 
 from hpo.errors import HpoError
-from hpo.storage import open_storage, parse_url, redact
+from hpo.storage import open_storage, redact
 
 # A viewer opens the storage as workers do (hpo.storage), with Optuna's experimental heartbeat
 # arguments, whose warnings would precede every message and break the one-line errors.
@@ -69,17 +68,6 @@ def exposure_warning(host: str, port: int) -> str | None:
     )
 
 
-def check_database(url: str) -> None:
-    """A SQLite file must exist: opening a mistyped path would create an empty database."""
-    parsed = parse_url(url)
-    database = parsed.database
-    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not os.path.exists(database):
-        raise HpoError(
-            f"storage {redact(url)}: no database file at {os.path.abspath(database)}; "
-            "pass --storage URL of the studies (`hpo studies --storage URL` lists them)"
-        )
-
-
 def bind(host: str, port: int) -> WSGIServer:
     """A server listening on host:port; HpoError naming the fix if it cannot."""
     if not 1 <= port <= 65535:
@@ -103,10 +91,9 @@ def serve(url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Serve optuna-dashboard on the database at `url` until interrupted."""
     import optuna_dashboard
 
-    check_database(url)
     server = bind(host, port)
     try:
-        storage = open_storage(url)  # HpoError if the database is unreachable
+        storage = open_storage(url, must_exist=True)
         server.set_app(optuna_dashboard.wsgi(storage))
         warning = exposure_warning(host, port)
         if warning:

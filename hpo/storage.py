@@ -75,17 +75,28 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
-def open_storage(url: str, config: StorageConfig | None = None) -> optuna.storages.RDBStorage:
-    """An RDBStorage with heartbeats and retries; HpoError if the database is unreachable."""
+def open_storage(
+    url: str, config: StorageConfig | None = None, *, must_exist: bool = False
+) -> optuna.storages.RDBStorage:
+    """An RDBStorage with heartbeats and retries; HpoError if the database is unreachable.
+
+    `must_exist` is for commands that only read or join studies: opening a mistyped SQLite
+    path would otherwise create an empty database and report that nothing is there.
+    """
     config = config or StorageConfig()
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         # Several local workers share one file: wait for the write lock instead of failing.
         engine_kwargs: dict[str, object] = {"connect_args": {"timeout": 60}}
         if parsed.database and parsed.database != ":memory:":
-            parent = os.path.dirname(os.path.abspath(parsed.database))
-            if not os.path.isdir(parent):
-                raise HpoError(f"storage URL {redact(url)!r}: folder {parent} does not exist")
+            path = os.path.abspath(parsed.database)
+            if not os.path.isdir(os.path.dirname(path)):
+                raise HpoError(f"storage URL {redact(url)!r}: folder {os.path.dirname(path)} does not exist")
+            if must_exist and not os.path.exists(path):
+                raise HpoError(
+                    f"storage {redact(url)}: no database file at {path}; "
+                    "pass --storage URL of the studies (`hpo studies --storage URL` lists them)"
+                )
     else:
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     try:
@@ -122,7 +133,7 @@ def wait_for_storage(
     announced = False
     while True:
         try:
-            return open_storage(url, config)
+            return open_storage(url, config, must_exist=True)
         except HpoError as exc:
             if time.monotonic() + poll > deadline:
                 raise HpoError(f"{exc} (waited {timeout:g} s)") from None

@@ -24,7 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
+from hpo.data import DataConfig, Dataset, load_dataset
 from hpo.localpg import PG_PASSWORD, PG_PASSWORD_USER, PostgresServer, find_pg_bindir, start_server, stop_server
 
 
@@ -41,6 +43,32 @@ def _in_ci() -> bool:
 def sqlite_url(tmp_path: Path) -> str:
     """A fresh SQLite database file URL inside the test's own temporary directory."""
     return f"sqlite:///{tmp_path}/hpo.db"
+
+
+# --------------------------------------------------------------------------------------------------
+# In-process training
+
+
+@pytest.fixture(scope="module")
+def quiet_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One torch thread, and the CPU peak-FLOP/s probe's cache out of the user's home.
+
+    On a 2-core machine shared with other jobs, two intra-op threads spin against each
+    other and a run gets 10-30x slower; one thread keeps the suite fast and changes no
+    result that the tests check. Use it with `pytestmark = pytest.mark.usefixtures(...)`.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HPO_CACHE_DIR", str(tmp_path_factory.mktemp("hpo-cache")))
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def builtin() -> Dataset:
+    """The builtin corpus, loaded once."""
+    return load_dataset(DataConfig())
 
 
 # --------------------------------------------------------------------------------------------------

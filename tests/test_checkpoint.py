@@ -7,7 +7,6 @@ import pickle
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import torch
 
 from hpo.checkpoint import load_checkpoint, save_checkpoint
-from hpo.data import DataConfig, Dataset, load_dataset
+from hpo.data import DataConfig, Dataset
 from hpo.errors import HpoError
 from hpo.model import GPT, GPTConfig
 from hpo.train import BudgetConfig, OptimConfig, RunConfig, TrainConfig, TrialResult, evaluate, train
@@ -24,21 +23,7 @@ from hpo.train import BudgetConfig, OptimConfig, RunConfig, TrainConfig, TrialRe
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quiet_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One torch thread (two spin against other jobs on a shared 2-core machine) and a
-    private cache for the CPU peak-FLOP/s probe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HPO_CACHE_DIR", str(tmp_path_factory.mktemp("hpo-cache")))
-        yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def builtin() -> Dataset:
-    return load_dataset(DataConfig())
+pytestmark = pytest.mark.usefixtures("quiet_machine")
 
 
 @pytest.fixture(scope="module")

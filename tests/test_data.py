@@ -21,11 +21,6 @@ from hpo.data import DataConfig, Dataset, builtin_text, load_dataset
 from hpo.errors import HpoError
 
 
-@pytest.fixture(scope="module")
-def builtin() -> Dataset:
-    return load_dataset(DataConfig())
-
-
 def all_tokens(dataset: Dataset) -> np.ndarray:
     return np.concatenate([np.asarray(dataset.train), np.asarray(dataset.val)])
 

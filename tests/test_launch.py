@@ -27,6 +27,7 @@ import psutil
 import pytest
 import rank_faults
 import torch
+from study_helpers import tiny as tiny_study
 
 from hpo.config import compose, hpo_config
 from hpo.data import DataConfig
@@ -39,17 +40,6 @@ from hpo.train import BudgetConfig, EvalEvent, OptimConfig, RunConfig, TrainConf
 PATIENCE_S = 120.0
 # A failing trial may take this long before the test calls it a hang.
 FAULT_TIMEOUT_S = 90.0
-
-TINY_STUDY: tuple[str, ...] = (
-    "experiment=smoke",
-    "budget.tokens=20000",
-    "train.evals=2",
-    "train.sample_tokens=16",
-    "data.val_tokens=1024",
-    "search_space.n_layer=1",
-    "search_space.head_dim=16",
-    "search_space.batch_size=16",
-)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -409,7 +399,7 @@ def test_a_study_records_what_cannot_run_as_infeasible(tmp_path: Path, override:
     if override == "train.device=cuda" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     url = f"sqlite:///{tmp_path}/hpo.db"
-    result = hpo("run", *TINY_STUDY, "study.name=cannot", "study.n_trials=1", override, "--storage", url, cwd=tmp_path)
+    result = hpo("run", *tiny_study("cannot", 1, override), "--storage", url, cwd=tmp_path)
     assert result.returncode == 0, describe(result)
     assert "Traceback" not in result.stdout + result.stderr, describe(result)
     (trial,) = optuna.load_study(study_name="cannot", storage=url).get_trials()

@@ -20,21 +20,11 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy as sa
+from study_helpers import tiny
 
 from hpo.leases import LEASES, DeviceLeases
 
 POOL = [0, 1, 2, 3]
-
-TINY_STUDY: tuple[str, ...] = (
-    "experiment=smoke",
-    "budget.tokens=20000",
-    "train.evals=2",
-    "train.sample_tokens=16",
-    "data.val_tokens=1024",
-    "search_space.n_layer=1",
-    "search_space.head_dim=16",
-    "search_space.batch_size=16",
-)
 
 
 def make_engine(url: str) -> sa.engine.Engine:
@@ -194,9 +184,7 @@ def test_a_two_worker_study_leases_and_returns_devices(
             "-m",
             "hpo",
             "run",
-            *TINY_STUDY,
-            "study.name=leased",
-            "study.n_trials=4",
+            *tiny("leased", 4, "search_space.n_devices={choices: [1, 2]}"),
             "storage.heartbeat_interval=2",  # a worker with nothing to claim polls this often
             "storage.grace_period=20",
             "--n-workers",

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from hpo.data import DataConfig, load_dataset
 from hpo.errors import HpoError
 from hpo.model import GPT, POS_ENCODINGS, GPTConfig
 
@@ -121,20 +120,15 @@ def test_overfits_a_tiny_fixed_batch() -> None:
     assert min(losses) < 0.1
 
 
-@pytest.fixture(scope="module")
-def builtin_dataset():
-    return load_dataset(DataConfig())
-
-
 @pytest.mark.parametrize("pos_encoding", POS_ENCODINGS)
-def test_every_pos_encoding_trains(pos_encoding: str, builtin_dataset) -> None:
-    config = tiny(pos_encoding=pos_encoding, block_size=32, vocab_size=builtin_dataset.tokenizer.vocab_size)
+def test_every_pos_encoding_trains(pos_encoding: str, builtin) -> None:
+    config = tiny(pos_encoding=pos_encoding, block_size=32, vocab_size=builtin.tokenizer.vocab_size)
     model = build(config)
     gen = torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
-        x, y = builtin_dataset.train_batch(8, config.block_size, gen)
+        x, y = builtin.train_batch(8, config.block_size, gen)
         _, loss = model(x, y)
         assert loss is not None
         optimizer.zero_grad(set_to_none=True)

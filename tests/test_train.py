@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpo.data import DataConfig, Dataset, load_dataset
+from hpo.data import DataConfig, Dataset
 from hpo.errors import DivergedError, HpoError
 from hpo.model import GPT, GPTConfig
 from hpo.train import (
@@ -29,26 +28,7 @@ from hpo.train import (
     train,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def quiet_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One torch thread, and the CPU peak-FLOP/s probe's cache out of the user's home.
-
-    On a 2-core machine shared with other jobs, two intra-op threads spin against each
-    other and a run gets 10-30x slower; one thread keeps the suite fast and changes no
-    result that these tests check.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HPO_CACHE_DIR", str(tmp_path_factory.mktemp("hpo-cache")))
-        yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def builtin() -> Dataset:
-    return load_dataset(DataConfig())
+pytestmark = pytest.mark.usefixtures("quiet_machine")
 
 
 def tiny(
