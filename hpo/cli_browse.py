@@ -28,7 +28,7 @@ def cmd_dashboard(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
 def cmd_report(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     from hpo.curves import CurveStore
     from hpo.report import write_report
-    from hpo.study import load_existing
+    from hpo.study import find_study
 
     parser.add_argument("name", help="study name")
     parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
@@ -36,7 +36,7 @@ def cmd_report(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     args = parser.parse_intermixed_args(argv)
     url = resolve_url(args.storage)
     storage = open_storage(url, must_exist=True)
-    study, _ = load_existing(args.name, storage, url)
+    study = find_study(args.name, storage, url)
     report = write_report(study, CurveStore(storage.engine).curves(args.name), Path(args.out))
     print(f"report of {args.name}: {report.index}")
     for image in report.images:

@@ -17,7 +17,15 @@ from hpo.errors import HpoError
 from hpo.results import export, objective_names, pareto_table, show_text, studies_table, trial_line
 from hpo.settings import HpoConfig
 from hpo.storage import open_storage, redact, resolve_url, wait_for_storage
-from hpo.study import ATTR_FINGERPRINT, ATTR_TARGET, counted_trials, create_or_continue, load_existing, target
+from hpo.study import (
+    ATTR_FINGERPRINT,
+    ATTR_TARGET,
+    counted_trials,
+    create_or_continue,
+    find_study,
+    load_existing,
+    target,
+)
 from hpo.worker import run_worker, study_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -185,8 +193,7 @@ def _named_study(argv: Sequence[str], parser: argparse.ArgumentParser) -> tuple[
     parser.add_argument("--storage", metavar="URL")
     args = parser.parse_intermixed_args(argv)
     url = resolve_url(args.storage)
-    study, _ = load_existing(args.name, _open(url), url)
-    return study, args
+    return find_study(args.name, _open(url), url), args
 
 
 def cmd_show(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:

@@ -125,11 +125,16 @@ def check_compatible(study: optuna.Study, config: HpoConfig, fingerprint: str) -
         )
 
 
-def load_existing(name: str, storage: optuna.storages.BaseStorage, url: str) -> tuple[optuna.Study, HpoConfig]:
-    """A stored study and its config, rebuilt from the database alone."""
+def find_study(name: str, storage: optuna.storages.BaseStorage, url: str) -> optuna.Study:
+    """The study called `name` (made by hpo or not), or an HpoError that says where to look."""
     if name not in optuna.get_all_study_names(storage):
         raise HpoError(f"study {name!r} does not exist in {redact(url)}; `hpo studies` lists those that do")
-    study = optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def load_existing(name: str, storage: optuna.storages.BaseStorage, url: str) -> tuple[optuna.Study, HpoConfig]:
+    """A stored hpo study and its config, rebuilt from the database alone."""
+    study = find_study(name, storage, url)
     stored = study.user_attrs.get(ATTR_CONFIG)
     if stored is None:
         raise HpoError(f"study {name!r} was not created by hpo (it has no stored config); it cannot be resumed")
