@@ -43,9 +43,15 @@ class TrialFailure(Exception):
         self.message = message
 
 
+# Imported once by the forkserver, so that no trial pays for them: the trainer with torch,
+# torch._dynamo (which every optimizer's constructor imports lazily: a second and more on
+# a CPU), and the builtin corpus.
+FORKSERVER_PRELOAD = ["hpo.train", "torch._dynamo", "pydoc_data.topics"]
+
+
 def _context() -> Any:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["hpo.train"])
+    ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
     return ctx
 
 

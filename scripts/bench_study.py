@@ -24,7 +24,7 @@ import optuna
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--tokens", type=int, default=2_000_000, help="training tokens per trial (~20 s here)")
+    parser.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per trial (~20 s here)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
