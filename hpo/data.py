@@ -42,7 +42,7 @@ class DataConfig:
     source: str = "builtin"
     tokenizer: TokenizerKind = "char"
     val_fraction: float = 0.1
-    val_tokens: int = 16384
+    val_tokens: int = 8192
     sha256: str | None = None
     cache_dir: str | None = None
     vocab_size: int | None = None
