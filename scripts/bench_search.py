@@ -3,8 +3,9 @@
 Three arms on the same search space and seeds: random sampling without pruning, TPE
 without pruning, TPE with MO-ASHA (which gets four times the trials: it stops most of
 them early, and so spends about the same tokens). Each study is a real `hpo run` on the
-builtin corpus. For every arm the hypervolume of the feasible completed trials' front is tracked as training tokens
-accumulate (a pruned trial costs the tokens it trained); objectives are normalised
+builtin corpus. For every arm the hypervolume of the feasible completed trials' front
+is tracked as training tokens accumulate (a pruned trial costs the tokens it trained);
+objectives are normalised
 (accuracy as is, throughput by the largest throughput seen in any arm) and one reference
 point, (0, 0), serves all arms.
 
