@@ -124,6 +124,7 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "run": (_study_command("run"), "create a study (or continue one of the same name) and run it"),
     "resume": (_study_command("resume"), "continue a stored study from the database alone"),
     "worker": (_study_command("worker"), "join a running study"),
+    "proxy": (_study_command("proxy"), "serve a database to many workers through Optuna's gRPC proxy"),
     "studies": (_study_command("studies"), "list the studies in a database"),
     "show": (_study_command("show"), "Pareto front and best trials of a study"),
     "export": (_study_command("export"), "all trials of a study as CSV or JSON"),

@@ -26,7 +26,7 @@ def cmd_dashboard(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_report(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
-    from hpo.curves import CurveStore
+    from hpo.curves import open_curves
     from hpo.report import write_report
     from hpo.study import find_study
 
@@ -37,7 +37,7 @@ def cmd_report(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     url = resolve_url(args.storage)
     storage = open_storage(url, must_exist=True)
     study = find_study(args.name, storage, url)
-    report = write_report(study, CurveStore(storage.engine).curves(args.name), Path(args.out))
+    report = write_report(study, open_curves(storage).curves(args.name), Path(args.out))
     print(f"report of {args.name}: {report.index}")
     for image in report.images:
         print(f"  {image}")

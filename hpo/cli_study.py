@@ -1,4 +1,4 @@
-"""`hpo run | resume | worker | studies | show | export`: studies from the command line."""
+"""`hpo run | resume | worker | proxy | studies | show | export`: studies from the command line."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hpo.data import load_dataset
 from hpo.errors import HpoError
 from hpo.results import export, objective_names, pareto_table, show_text, studies_table, trial_line
 from hpo.settings import HpoConfig
-from hpo.storage import open_storage, redact, resolve_url, wait_for_storage
+from hpo.storage import URL_HELP, Storage, open_storage, redact, resolve_url, wait_for_storage
 from hpo.study import (
     ATTR_FINGERPRINT,
     ATTR_TARGET,
@@ -75,7 +75,7 @@ def _check_workers(n: int) -> None:
 
 def _work(
     study: optuna.Study,
-    storage: optuna.storages.RDBStorage,
+    storage: Storage,
     config: HpoConfig,
     url: str,
     args: argparse.Namespace,
@@ -105,7 +105,7 @@ def _work(
         print(f"\nbrowse it: hpo dashboard --storage {redact(url)}")
 
 
-def _open(url: str, config: HpoConfig | None = None, *, must_exist: bool = True) -> optuna.storages.RDBStorage:
+def _open(url: str, config: HpoConfig | None = None, *, must_exist: bool = True) -> Storage:
     """The storage; except where a study is created, a SQLite file that is not there is an error."""
     return open_storage(url, config.storage if config else None, must_exist=must_exist)
 
@@ -181,6 +181,23 @@ def cmd_worker(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def cmd_proxy(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    from hpo import proxy
+
+    parser.add_argument(
+        "--storage", metavar="URL", help="database URL to serve (default: $HPO_STORAGE, sqlite:///hpo.db)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=proxy.DEFAULT_PORT, help=f"port (default {proxy.DEFAULT_PORT})")
+    args = parser.parse_intermixed_args(argv)
+    url = resolve_url(args.storage)
+    if proxy.is_grpc(url):
+        raise HpoError(f"--storage {url} is a proxy itself; a proxy serves a database: {URL_HELP}")
+    # A new database is fine: workers create their studies through the proxy.
+    proxy.serve(open_storage(url), redact(url), args.host, args.port)
+    return 0
+
+
 def cmd_studies(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("--storage", metavar="URL")
     args = parser.parse_intermixed_args(argv)
@@ -215,4 +232,4 @@ def cmd_export(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-__all__ = ["cmd_export", "cmd_resume", "cmd_run", "cmd_show", "cmd_studies", "cmd_worker", "pareto_table"]
+__all__ = ["cmd_export", "cmd_proxy", "cmd_resume", "cmd_run", "cmd_show", "cmd_studies", "cmd_worker", "pareto_table"]

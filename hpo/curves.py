@@ -6,12 +6,19 @@ JSON blob rewritten whole, and a pruning decision needs, for one rung, the first
 or after that many tokens of every trial of the study. A table of its own, in the same
 database, answers that with one indexed query, from any worker, and keeps the points of
 failed and pruned trials too.
+
+Behind Optuna's gRPC storage proxy (hpo.proxy) there is no SQL to run. There each point is
+a trial system attribute of its own, written once and never rewritten, and a rung is read
+from the study's trials, which the proxy client caches and refreshes incrementally.
+`open_curves` picks the form that the storage allows.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, fields
+from typing import Protocol
 
+import optuna
 import sqlalchemy as sa
 
 from hpo.train import EvalEvent
@@ -30,6 +37,30 @@ CURVES = sa.Table(
     sa.Column("tokens_per_sec", sa.Float, nullable=False),
     sa.Index("ix_hpo_learning_curves_study_tokens", "study", "tokens"),
 )
+
+
+class Curves(Protocol):
+    """Where the learning curves of a database's studies are kept."""
+
+    def record(self, study: str, trial: int, event: EvalEvent) -> None: ...
+
+    def curve(self, study: str, trial: int) -> list[EvalEvent]: ...
+
+    def curves(self, study: str) -> dict[int, list[EvalEvent]]: ...
+
+    def at_rung(self, study: str, tokens: int) -> dict[int, EvalEvent]:
+        """Each trial's first point at or after `tokens`: what it had shown at that rung."""
+        ...
+
+    def forget(self, study: str) -> None:
+        """Drop the points of a study name (a new study reusing a deleted one's name)."""
+        ...
+
+
+def open_curves(storage: optuna.storages.BaseStorage) -> Curves:
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return CurveStore(storage.engine)
+    return AttrCurves(storage)
 
 
 class CurveStore:
@@ -65,7 +96,6 @@ class CurveStore:
         return out
 
     def at_rung(self, study: str, tokens: int) -> dict[int, EvalEvent]:
-        """Each trial's first point at or after `tokens`: what it had shown at that rung."""
         first: dict[int, EvalEvent] = {}
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -78,9 +108,45 @@ class CurveStore:
         return first
 
     def forget(self, study: str) -> None:
-        """Drop the points of a study name (a new study reusing a deleted one's name)."""
         with self.engine.begin() as conn:
             conn.execute(sa.delete(CURVES).where(CURVES.c.study == study))
+
+
+class AttrCurves:
+    """Learning curves as trial system attributes, one per point, for storages without SQL."""
+
+    PREFIX = "hpo:curve:"
+
+    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+        self.storage = storage
+
+    def record(self, study: str, trial: int, event: EvalEvent) -> None:
+        study_id = self.storage.get_study_id_from_name(study)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial)
+        self.storage.set_trial_system_attr(trial_id, f"{self.PREFIX}{event.step:012d}", asdict(event))
+
+    def curve(self, study: str, trial: int) -> list[EvalEvent]:
+        return self.curves(study).get(trial, [])
+
+    def curves(self, study: str) -> dict[int, list[EvalEvent]]:
+        study_id = self.storage.get_study_id_from_name(study)
+        out: dict[int, list[EvalEvent]] = {}
+        for trial in self.storage.get_all_trials(study_id, deepcopy=False):
+            points = sorted((k, v) for k, v in trial.system_attrs.items() if k.startswith(self.PREFIX))
+            if points:
+                out[trial.number] = [EvalEvent(**value) for _, value in points]
+        return out
+
+    def at_rung(self, study: str, tokens: int) -> dict[int, EvalEvent]:
+        first: dict[int, EvalEvent] = {}
+        for trial, events in self.curves(study).items():
+            reached = [e for e in events if e.tokens >= tokens]
+            if reached:
+                first[trial] = min(reached, key=lambda e: e.tokens)
+        return first
+
+    def forget(self, study: str) -> None:
+        """Nothing to do: the points of a deleted study went with its trials."""
 
 
 def _event_columns() -> list[sa.Column]:

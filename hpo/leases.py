@@ -9,15 +9,25 @@ rank is pinned to the core it leased.
 
 Leases are per host: `HPO_LEASE_HOST` names the machine when the host name does not
 (containers on one machine each have a host name of their own, but share its devices).
+
+Workers behind Optuna's gRPC storage proxy (hpo.proxy) have no SQL to run. Their leases
+are `FileLeases`: an flock on one file per device in a folder of the host, which the
+kernel releases the moment its holder dies, so nothing needs to expire. Containers of
+one machine mount the same folder (`HPO_LEASE_DIR`).
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
+import fcntl
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -33,7 +43,36 @@ LEASES = sa.Table(
 )
 
 
-class DeviceLeases:
+class Leases(abc.ABC):
+    """Devices of this host held by trials; subclasses say how a lease is taken and kept."""
+
+    @abc.abstractmethod
+    def try_acquire(self, pool: Sequence[int], n: int, owner: str) -> list[int] | None:
+        """n devices of the pool, atomically, or None if fewer are free now."""
+
+    def renew(self, owner: str) -> None:  # noqa: B027 (a lease that cannot expire needs no renewal)
+        """Called with every heartbeat of the owner's trial."""
+
+    @abc.abstractmethod
+    def release(self, owner: str) -> None: ...
+
+    @abc.abstractmethod
+    def held(self) -> dict[int, str]:
+        """Device -> owner of this host's live leases."""
+
+    @contextlib.contextmanager
+    def hold(self, pool: Sequence[int], n: int, owner: str, poll: float = 0.5) -> Iterator[list[int]]:
+        """Wait for n free devices of the pool, hold them for the block, then release them."""
+        assert 0 < n <= len(pool), f"cannot lease {n} of {len(pool)} devices"
+        while (devices := self.try_acquire(pool, n, owner)) is None:
+            time.sleep(poll)
+        try:
+            yield devices
+        finally:
+            self.release(owner)
+
+
+class DeviceLeases(Leases):
     """The lease table of one database, seen from this host."""
 
     def __init__(self, engine: sa.engine.Engine, ttl: float, host: str | None = None) -> None:
@@ -43,7 +82,6 @@ class DeviceLeases:
         _metadata.create_all(engine, checkfirst=True)
 
     def try_acquire(self, pool: Sequence[int], n: int, owner: str) -> list[int] | None:
-        """n devices of the pool, atomically, or None if fewer are free now."""
         now = time.time()
         try:
             with self.engine.begin() as conn:
@@ -61,17 +99,6 @@ class DeviceLeases:
         except (IntegrityError, OperationalError):
             return None  # another worker won the race (or held the SQLite write lock): retry
 
-    @contextlib.contextmanager
-    def hold(self, pool: Sequence[int], n: int, owner: str, poll: float = 0.5) -> Iterator[list[int]]:
-        """Wait for n free devices of the pool, hold them for the block, then release them."""
-        assert 0 < n <= len(pool), f"cannot lease {n} of {len(pool)} devices"
-        while (devices := self.try_acquire(pool, n, owner)) is None:
-            time.sleep(poll)
-        try:
-            yield devices
-        finally:
-            self.release(owner)
-
     def renew(self, owner: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -85,7 +112,6 @@ class DeviceLeases:
             conn.execute(sa.delete(LEASES).where(LEASES.c.host == self.host, LEASES.c.owner == owner))
 
     def held(self) -> dict[int, str]:
-        """Device -> owner of this host's unexpired leases."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(LEASES.c.device, LEASES.c.owner).where(
@@ -93,6 +119,59 @@ class DeviceLeases:
                 )
             )
             return {device: owner for device, owner in rows}
+
+
+class FileLeases(Leases):
+    """Leases as flocks on files `device-N.lock` in a folder of this host."""
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        default = Path(tempfile.gettempdir()) / "hpo-leases"
+        self.directory = Path(directory or os.environ.get("HPO_LEASE_DIR") or default)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._handles: dict[str, list[IO[str]]] = {}
+
+    def _lock(self, device: int) -> IO[str] | None:
+        """An open handle that holds the device's lock, or None if someone else holds it."""
+        handle = open(self.directory / f"device-{device}.lock", "a+")  # noqa: SIM115 (held past this call)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return handle
+
+    def try_acquire(self, pool: Sequence[int], n: int, owner: str) -> list[int] | None:
+        taken: dict[int, IO[str]] = {}
+        for device in pool:
+            if len(taken) == n:
+                break
+            if (handle := self._lock(device)) is not None:
+                taken[device] = handle
+        if len(taken) < n:
+            for handle in taken.values():
+                handle.close()
+            return None
+        for handle in taken.values():
+            handle.truncate(0)
+            handle.write(owner)
+            handle.flush()
+        self._handles.setdefault(owner, []).extend(taken.values())
+        return list(taken)
+
+    def release(self, owner: str) -> None:
+        for handle in self._handles.pop(owner, []):
+            handle.close()  # closing the last descriptor of a file drops its flock
+
+    def held(self) -> dict[int, str]:
+        out = {}
+        for path in self.directory.glob("device-*.lock"):
+            device = int(path.stem.removeprefix("device-"))
+            handle = self._lock(device)
+            if handle is None:
+                out[device] = path.read_text()
+            else:
+                handle.close()
+        return out
 
 
 def lease_owner(study_name: str, trial_number: int) -> str:

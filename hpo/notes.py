@@ -20,7 +20,7 @@ from hpo.study import ATTR_MESSAGE, ATTR_REASON
 from hpo.tables import format_value
 
 if TYPE_CHECKING:
-    from hpo.curves import CurveStore
+    from hpo.curves import Curves
     from hpo.train import EvalEvent
 
 _STATE_WORDS = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned"}
@@ -205,8 +205,8 @@ class _TrialRef:
     _trial_id: int
 
 
-def publish(study: optuna.Study, trial: FrozenTrial, curves: CurveStore) -> None:
-    """Save `trial`'s note and refresh the study's figures in optuna-dashboard.
+def publish(study: optuna.Study, trial: FrozenTrial, curves: Curves, figures: bool = True) -> None:
+    """Save `trial`'s note and, if `figures`, refresh the study's figures in optuna-dashboard.
 
     Figures are rewritten whole under fixed ids, chunk by chunk: a caller with several
     workers on a study holds the study lock (hpo.worker.study_lock) around this call, so
@@ -220,5 +220,7 @@ def publish(study: optuna.Study, trial: FrozenTrial, curves: CurveStore) -> None
     ref = _TrialRef(study._storage, study, trial._trial_id)
     curve = None if trial.user_attrs.get("curve") else curves.curve(study.study_name, trial.number)
     save_note(cast(optuna.Trial, ref), trial_note(trial, objective_names(study), curve))
+    if not figures:
+        return
     for graph_id, figure in study_figures(study, curves.curves(study.study_name), latest=trial.number).items():
         save_plotly_graph_object(study, figure, graph_object_id=graph_id)

@@ -19,13 +19,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import __version__
-from hpo.curves import CurveStore
+from hpo.curves import Curves, open_curves
 from hpo.errors import HpoError
 from hpo.feasibility import infeasible_reason
 from hpo.launch import TrialFailure, run_isolated
-from hpo.leases import DeviceLeases, lease_owner
+from hpo.leases import DeviceLeases, FileLeases, Leases, lease_owner
 from hpo.pruning import keeps
 from hpo.settings import HpoConfig
+from hpo.storage import Storage
 from hpo.study import ATTR_MESSAGE, ATTR_REASON
 from hpo.train import EvalEvent, TrainConfig, TrialResult
 
@@ -97,16 +98,18 @@ class _Heartbeat:
 class TrialStores:
     """What a trial writes besides Optuna's tables: device leases and learning curves."""
 
-    storage: optuna.storages.RDBStorage
-    leases: DeviceLeases
-    curves: CurveStore
+    storage: Storage
+    leases: Leases
+    curves: Curves
 
     @classmethod
-    def open(cls, storage: optuna.storages.RDBStorage, config: HpoConfig) -> TrialStores:
+    def open(cls, storage: Storage, config: HpoConfig) -> TrialStores:
+        if not isinstance(storage, optuna.storages.RDBStorage):  # a gRPC proxy: no SQL here
+            return cls(storage, FileLeases(), open_curves(storage))
         # A lease outlives a few missed renewals, and expires before the grace period ends, so
         # the retry of a dead worker's trial finds its devices free.
         ttl = (config.storage.heartbeat_interval + config.storage.grace_period) / 2
-        return cls(storage, DeviceLeases(storage.engine, ttl=ttl), CurveStore(storage.engine))
+        return cls(storage, DeviceLeases(storage.engine, ttl=ttl), open_curves(storage))
 
 
 def run_trial(
@@ -193,7 +196,7 @@ class _Judge:
     """Decides, at each evaluation, whether the trial goes on (raises TrialPruned if not)."""
 
     def __init__(
-        self, study: optuna.Study, trial: optuna.Trial, config: HpoConfig, curves: CurveStore, rungs: list[int]
+        self, study: optuna.Study, trial: optuna.Trial, config: HpoConfig, curves: Curves, rungs: list[int]
     ) -> None:
         self.study, self.trial, self.curves, self.rungs = study, trial, curves, rungs
         self.pruner, self.objectives = config.pruner, config.study.objectives

@@ -72,7 +72,7 @@ def show_text(study: optuna.Study) -> str:
     for i, name in enumerate(names):
         if trials:
             best = max(trials, key=lambda t: t.values[i])
-            params = ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+            params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(best.params.items()))
             parts.append(f"best {name}: trial {best.number} ({_fmt(best.values[i])}) {params}")
     failed = [t for t in study.get_trials(deepcopy=False) if ATTR_REASON in t.user_attrs]
     if failed:
@@ -126,7 +126,7 @@ def export(study: optuna.Study, fmt: str) -> str:
 
 def trial_line(trial: FrozenTrial, names: list[str]) -> str:
     """A finished trial on one line, for the progress output."""
-    params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    params = " ".join(f"{k}={_short(v)}" for k, v in sorted(trial.params.items()))
     if trial.state == TrialState.COMPLETE:
         values = "  ".join(f"{n} {_fmt(v)}" for n, v in zip(names, trial.values, strict=True))
         seconds = trial.user_attrs.get("wall_time_s")

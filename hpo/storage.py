@@ -1,7 +1,8 @@
 """Open the SQL backend of a study: SQLite by default, PostgreSQL for many workers.
 
 The URL comes from `--storage`, else the config's `storage.url`, else `HPO_STORAGE`,
-else `sqlite:///hpo.db`. It is shown only through `redact`, so a password never reaches a
+else `sqlite:///hpo.db`; `grpc://HOST:PORT` reaches a database through Optuna's gRPC
+storage proxy (hpo.proxy). It is shown only through `redact`, so a password never reaches a
 terminal or a log. Heartbeats turn a trial whose worker died into a retried trial.
 """
 
@@ -11,16 +12,20 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import optuna
-import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from hpo import proxy
 from hpo.errors import HpoError
 
+# What hpo opens: either keeps heartbeats, so a dead worker's trial is failed and retried.
+Storage: TypeAlias = "optuna.storages.RDBStorage | proxy.HeartbeatGrpcStorage"
+
 DEFAULT_URL = "sqlite:///hpo.db"
-URL_HELP = "use sqlite:///PATH.db or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+URL_HELP = "use sqlite:///PATH.db, postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB or grpc://HOST:PORT (an `hpo proxy`)"
 
 
 @dataclass(frozen=True)
@@ -76,14 +81,18 @@ def parse_url(url: str) -> URL:
 
 
 def open_storage(
-    url: str, config: StorageConfig | None = None, *, must_exist: bool = False
-) -> optuna.storages.RDBStorage:
-    """An RDBStorage with heartbeats and retries; HpoError if the database is unreachable.
+    url: str, config: StorageConfig | None = None, *, must_exist: bool = False, proxy_timeout: float = 5.0
+) -> Storage:
+    """An RDBStorage (or a gRPC proxy client) with heartbeats and retries; HpoError if the
+    database (or the proxy, within `proxy_timeout` seconds) does not answer.
 
     `must_exist` is for commands that only read or join studies: opening a mistyped SQLite
     path would otherwise create an empty database and report that nothing is there.
     """
     config = config or StorageConfig()
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=config.max_retry)
+    if proxy.is_grpc(url):
+        return proxy.connect(url, config.heartbeat_interval, config.grace_period, retry, timeout=proxy_timeout)
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         # Several local workers share one file: wait for the write lock instead of failing.
@@ -105,7 +114,7 @@ def open_storage(
             engine_kwargs=engine_kwargs,
             heartbeat_interval=config.heartbeat_interval,
             grace_period=config.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=config.max_retry),
+            heartbeat_stale_trial_callback=retry,
         )
     except (SQLAlchemyError, ImportError, OSError) as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -115,29 +124,26 @@ def open_storage(
         ) from None
 
 
-def dispose(storage: optuna.storages.RDBStorage) -> None:
-    """Close pooled connections (before forking workers, and at exit)."""
-    storage.remove_session()
-    engine: sqlalchemy.engine.Engine = storage.engine
-    engine.dispose()
-
-
 def wait_for_storage(
     url: str, config: StorageConfig | None = None, timeout: float = 60.0, poll: float = 1.0
-) -> optuna.storages.RDBStorage:
+) -> Storage:
     """open_storage, retried while the database does not answer yet (a worker that starts
     before its database, as in docker-compose); says once that it waits, and gives up
     with an HpoError after `timeout` seconds. A malformed URL fails at once."""
-    parse_url(url)
+    if proxy.is_grpc(url):
+        proxy.address(url)
+    else:
+        parse_url(url)
     deadline = time.monotonic() + timeout
     announced = False
     while True:
+        left = deadline - time.monotonic()
         try:
-            return open_storage(url, config, must_exist=True)
+            return open_storage(url, config, must_exist=True, proxy_timeout=max(0.1, min(poll, left)))
         except HpoError as exc:
-            if time.monotonic() + poll > deadline:
+            if time.monotonic() >= deadline:
                 raise HpoError(f"{exc} (waited {timeout:g} s)") from None
             if not announced:
                 print(f"waiting up to {timeout:g} s for the database at {redact(url)}", file=sys.stderr, flush=True)
                 announced = True
-            time.sleep(poll)
+            time.sleep(max(0.0, min(poll, deadline - time.monotonic())))

@@ -28,6 +28,8 @@ ATTR_VERSION = "hpo_version"
 ATTR_TARGET = "n_trials"
 ATTR_REASON = "failure_reason"
 ATTR_MESSAGE = "failure_message"
+# Failure reasons of trials that free their slot of the target for another trial.
+LOST_REASONS = ("interrupted", "surplus")
 # Keys of the stored config that may differ when a study is continued: run control only.
 MUTABLE_KEYS = ("study.n_trials", "storage")
 
@@ -146,15 +148,16 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
     return {n for t in trials for n in optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that took a slot of the target: started, and not lost to a dead worker or Ctrl-C."""
-    trials = study.get_trials(deepcopy=False)
+def slot_takers(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials that hold a slot of the target, or will once they run: all but those lost to a
+    dead worker (their retry holds the slot) or to Ctrl-C, and surplus claims (hpo.worker)."""
     retried = retried_numbers(trials)
-    return sum(
-        1
-        for t in trials
-        if t.state != TrialState.WAITING and t.number not in retried and t.user_attrs.get(ATTR_REASON) != "interrupted"
-    )
+    return [t for t in trials if t.number not in retried and t.user_attrs.get(ATTR_REASON) not in LOST_REASONS]
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that took a slot of the target: started, and not lost."""
+    return sum(1 for t in slot_takers(study.get_trials(deepcopy=False)) if t.state != TrialState.WAITING)
 
 
 def target(study: optuna.Study) -> int:

@@ -6,6 +6,13 @@ claims each slot under a study-wide lock instead (a PostgreSQL advisory lock, or
 lock beside a SQLite database, which only one host can use anyway): the count of trials
 and the `ask` that creates the next one happen atomically, so K workers on one study run
 exactly the target, none lost or duplicated.
+
+Behind Optuna's gRPC proxy (hpo.proxy) no lock exists, but trial numbers are still given
+out atomically, in order. There a worker claims a trial, then keeps it only if fewer
+trials than the target hold a slot below its number; otherwise it records the claim as a
+FAIL with reason `surplus`, which holds no slot. The trials that keep their claims are
+exactly the target; a surplus claim can only happen when workers claim the last slots
+at the same moment.
 """
 
 from __future__ import annotations
@@ -24,40 +31,51 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.objective import TrialStores, run_trial
 from hpo.settings import HpoConfig
-from hpo.study import counted_trials, target
+from hpo.storage import Storage
+from hpo.study import ATTR_MESSAGE, ATTR_REASON, counted_trials, slot_takers, target
 from hpo.train import EvalEvent
 
 
 @contextlib.contextmanager
-def study_lock(storage: optuna.storages.RDBStorage, study_name: str) -> Iterator[None]:
-    """Mutual exclusion between every worker of one study, across processes and hosts."""
+def study_lock(storage: Storage, study_name: str) -> Iterator[bool]:
+    """Mutual exclusion between every worker of one study, across processes and hosts.
+
+    Yields whether the block is exclusive: False behind a gRPC proxy, which has no lock.
+    """
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        yield False
+        return
     engine: sqlalchemy.engine.Engine = storage.engine
     if engine.dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(f"hpo:{study_name}".encode()).digest()[:8], "big", signed=True)
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
             try:
-                yield
+                yield True
             finally:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
         return
     database = engine.url.database
     if not database or database == ":memory:":
-        yield  # an in-memory database has a single process
+        yield True  # an in-memory database has a single process
         return
     lock_path = Path(f"{database}.{hashlib.sha256(study_name.encode()).hexdigest()[:12]}.lock")
     with open(lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def claim(
-    study: optuna.Study, storage: optuna.storages.RDBStorage, poll: float, deadline: float | None = None
-) -> optuna.Trial | None:
+def _within_target(study: optuna.Study, number: int) -> bool:
+    """Whether fewer trials than the target hold a slot below trial `number`."""
+    below = [t for t in slot_takers(study.get_trials(deepcopy=False)) if t.number < number]
+    return len(below) < target(study)
+
+
+def claim(study: optuna.Study, storage: Storage, poll: float, deadline: float | None = None) -> optuna.Trial | None:
     """The next trial of the study, or None when its target is met and nothing runs.
 
     While other trials still run, a worker with nothing to claim waits: one of them may
@@ -66,13 +84,18 @@ def claim(
     """
     while deadline is None or time.monotonic() < deadline:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial becomes a waiting retry
-        with study_lock(storage, study.study_name):
+        with study_lock(storage, study.study_name) as exclusive:
             if counted_trials(study) < target(study):
                 trial = study.ask()
                 # Beat at once: a worker that dies before the trial's own heartbeat starts must
                 # leave a trial that turns stale (and is retried), not one RUNNING forever.
                 storage.record_heartbeat(trial._trial_id)
-                return trial
+                if exclusive or _within_target(study, trial.number):
+                    return trial
+                trial.set_user_attr(ATTR_REASON, "surplus")
+                trial.set_user_attr(ATTR_MESSAGE, "another worker claimed the study's last slot first")
+                study.tell(trial, state=TrialState.FAIL)
+                continue
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 return None
         time.sleep(poll)
@@ -81,7 +104,7 @@ def claim(
 
 def run_worker(
     study: optuna.Study,
-    storage: optuna.storages.RDBStorage,
+    storage: Storage,
     config: HpoConfig,
     *,
     timeout: float | None = None,
@@ -104,17 +127,18 @@ def run_worker(
     return done
 
 
-def _publish(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: FrozenTrial, stores: TrialStores) -> None:
+def _publish(study: optuna.Study, storage: Storage, trial: FrozenTrial, stores: TrialStores) -> None:
     """The trial's note and the study's figures for optuna-dashboard (hpo.notes).
 
-    Under the study lock, so that workers never interleave the chunks of one figure. Only
-    a view: whatever goes wrong here is a warning, never a failed worker or trial.
+    Under the study lock, so that workers never interleave the chunks of one figure; with
+    no lock (a gRPC proxy) the figures are left out. Only a view: whatever goes wrong here
+    is a warning, never a failed worker or trial.
     """
     try:
         from hpo.notes import publish
 
-        with study_lock(storage, study.study_name):
-            publish(study, trial, stores.curves)
+        with study_lock(storage, study.study_name) as exclusive:
+            publish(study, trial, stores.curves, figures=exclusive)
     except Exception as exc:  # the study must go on without its figures
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(

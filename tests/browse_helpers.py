@@ -7,7 +7,6 @@ training it four times.
 
 from __future__ import annotations
 
-import socket
 import struct
 from pathlib import Path
 
@@ -61,12 +60,6 @@ def note_of(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
 def graph_keys(study: optuna.Study) -> list[str]:
     """Every study system attribute holding a chunk of a dashboard figure."""
     return sorted(k for k in study._storage.get_study_system_attrs(study._study_id) if k.startswith("dashboard:plot"))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def png_size(path: Path) -> tuple[int, int]:

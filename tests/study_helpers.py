@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -87,6 +88,13 @@ def start_hpo(*args: str, **popen: Any) -> subprocess.Popen[str]:
         start_new_session=True,
         **popen,
     )
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def describe(result: subprocess.CompletedProcess[str]) -> str:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import sqlalchemy as sa
 import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from study_helpers import free_port
 
 from hpo.leases import LEASES
 
@@ -102,18 +102,12 @@ def _finish(workers: list[subprocess.Popen], timeout: float = 300) -> None:
         assert b"Traceback" not in err, err.decode()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.timeout(600)
 def test_compose_topology_runs_the_study(services: dict[str, dict], created: str) -> None:
     url = created
     workers = _start_workers(services, url, 3)
     dashboard = services["dashboard"]
-    port = _free_port()
+    port = free_port()
     command = _command(dashboard)
     command[command.index("--port") + 1] = str(port)  # 8080 may be taken on this machine
     server = subprocess.Popen(

@@ -22,8 +22,8 @@ from typing import Any
 
 import optuna
 import pytest
-from browse_helpers import STUDY, browse_study, free_port, png_size
-from study_helpers import assert_user_error, hpo, load, start_hpo, wait_for
+from browse_helpers import STUDY, browse_study, png_size
+from study_helpers import assert_user_error, free_port, hpo, load, start_hpo, wait_for
 
 from hpo.dashboard import exposure_warning, is_local
 

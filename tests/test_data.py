@@ -7,7 +7,6 @@ import hashlib
 import http.server
 import pickle
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from study_helpers import free_port
 
 from hpo.data import DataConfig, Dataset, builtin_text, load_dataset
 from hpo.errors import HpoError
@@ -228,12 +228,6 @@ def http_server(directory: Path, requests: list[str]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

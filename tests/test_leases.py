@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from study_helpers import tiny
 
-from hpo.leases import LEASES, DeviceLeases
+from hpo.leases import LEASES, DeviceLeases, FileLeases, Leases
 
 POOL = [0, 1, 2, 3]
 
@@ -125,17 +125,64 @@ def test_renew_leaves_other_owners_alone(engine: sa.engine.Engine) -> None:
     assert expiry(engine, "b") == [before]
 
 
+# --- file leases, for workers behind a gRPC proxy ------------------------------------------
+
+
+def test_file_leases_give_distinct_devices_all_or_nothing(tmp_path: Path) -> None:
+    one, other = FileLeases(tmp_path), FileLeases(tmp_path)  # two workers of one host
+    first = one.try_acquire(POOL, 3, "a")
+    assert first is not None and len(set(first)) == 3
+    assert other.try_acquire(POOL, 2, "b") is None  # one device left: all or nothing
+    second = other.try_acquire(POOL, 1, "b")
+    assert second is not None and not set(second) & set(first)
+    assert one.held() == other.held() == {**dict.fromkeys(first, "a"), **dict.fromkeys(second, "b")}
+    other.release("a")  # releasing what another holds does nothing
+    assert other.try_acquire(POOL, 1, "c") is None
+    one.release("a")
+    assert other.held() == dict.fromkeys(second, "b")
+    with pytest.raises(RuntimeError, match="trial failed"), one.hold(POOL, 3, "d") as devices:
+        assert sorted(devices) == sorted(set(POOL) - set(second))
+        raise RuntimeError("trial failed")
+    assert one.held() == dict.fromkeys(second, "b")
+
+
+HOLD_AND_WAIT = """
+import sys, time
+from hpo.leases import FileLeases
+leases = FileLeases(sys.argv[1])
+print(leases.try_acquire([0, 1], 2, "doomed"), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_holders_file_leases_are_free_at_once(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_WAIT, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "[0, 1]"
+        assert FileLeases(tmp_path).held() == {0: "doomed", 1: "doomed"}
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert FileLeases(tmp_path).try_acquire([0, 1], 2, "next") == [0, 1]  # no expiry to wait for
+
+
 # --- many holders at once -------------------------------------------------------------------
 
 HOLDERS = 4
 ROUNDS = 5
 
 
-def hold_in_a_loop(url: str, index: int, ready_dir: str) -> list[tuple[int, float, float]]:
+def open_leases(where: str) -> Leases:
+    """`dir:PATH` for file leases in PATH, else the lease table of a database URL."""
+    if where.startswith("dir:"):
+        return FileLeases(where.removeprefix("dir:"))
+    return DeviceLeases(make_engine(where), ttl=60, host="h")
+
+
+def hold_in_a_loop(where: str, index: int, ready_dir: str) -> list[tuple[int, float, float]]:
     """One process: lease n devices of [0, 1] ROUNDS times, hold them briefly, and return
     (device, start, end) for each holding. Holder 0 takes both devices at once."""
-    engine = make_engine(url)
-    leases = DeviceLeases(engine, ttl=60, host="h")
+    leases = open_leases(where)
     n = 2 if index == 0 else 1
     Path(ready_dir, str(index)).touch()
     while len(os.listdir(ready_dir)) < HOLDERS:  # start together, so they really compete
@@ -148,17 +195,25 @@ def hold_in_a_loop(url: str, index: int, ready_dir: str) -> list[tuple[int, floa
             time.sleep(0.05)
             end = time.time()
         intervals += [(device, start, end) for device in devices]
-    engine.dispose()
     return intervals
 
 
-def test_concurrent_holders_never_share_a_device(storage_url: str, engine: sa.engine.Engine, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "files"])
+def lease_place(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where leases live: a database's table, or (behind a gRPC proxy) a folder of lock files."""
+    if request.param == "files":
+        return f"dir:{tmp_path / 'leases'}"
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+def test_concurrent_holders_never_share_a_device(lease_place: str, tmp_path: Path) -> None:
     """HOLDERS processes compete for 2 devices: no device ever has two holders at once."""
-    leases = DeviceLeases(engine, ttl=60, host="h")  # the table exists before the race
+    where = lease_place
+    leases = open_leases(where)  # the table exists before the race
     ready = tmp_path / "ready"
     ready.mkdir()
     with ProcessPoolExecutor(HOLDERS, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(hold_in_a_loop, storage_url, i, str(ready)) for i in range(HOLDERS)]
+        futures = [pool.submit(hold_in_a_loop, where, i, str(ready)) for i in range(HOLDERS)]
         per_holder = [f.result(timeout=300) for f in futures]
     assert [len(intervals) for intervals in per_holder] == [2 * ROUNDS] + [ROUNDS] * (HOLDERS - 1)
     by_device: dict[int, list[tuple[float, float, int]]] = {0: [], 1: []}
