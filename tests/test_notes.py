@@ -161,7 +161,7 @@ def test_run_publishes_notes_and_figures_on_each_backend(storage_url: str) -> No
 def test_a_figure_failure_is_a_warning_and_the_study_goes_on(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("figure store unavailable")
 
     monkeypatch.setattr("hpo.notes.publish", broken)
