@@ -1,5 +1,5 @@
-from hpo.cli import main
+from hpo.cli import run
 
 # The guard matters: multiprocessing children re-import the main module.
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -107,11 +108,18 @@ def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _study_command(name: str, module: str = "cli_study") -> Callable[[Sequence[str], argparse.ArgumentParser], int]:
+def _study_command(
+    name: str, module: str = "cli_study", trains: bool = False
+) -> Callable[[Sequence[str], argparse.ArgumentParser], int]:
     """Study commands live in hpo.cli_study (browsing ones in hpo.cli_browse), imported only
-    when used (Optuna is slow to import)."""
+    when used (Optuna is slow to import). Those that train start the forkserver first, so
+    that it imports torch while this process does (hpo.forkserver)."""
 
     def run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+        if trains and not {"-h", "--help"} & set(argv):
+            from hpo import forkserver
+
+            forkserver.start()
         commands = importlib.import_module(f"hpo.{module}")
         return getattr(commands, f"cmd_{name}")(argv, parser)
 
@@ -121,9 +129,9 @@ def _study_command(name: str, module: str = "cli_study") -> Callable[[Sequence[s
 Handler = Callable[[Sequence[str], argparse.ArgumentParser], int]
 COMMANDS: dict[str, tuple[Handler, str]] = {
     "train": (cmd_train, "train one configuration, print its metrics"),
-    "run": (_study_command("run"), "create a study (or continue one of the same name) and run it"),
-    "resume": (_study_command("resume"), "continue a stored study from the database alone"),
-    "worker": (_study_command("worker"), "join a running study"),
+    "run": (_study_command("run", trains=True), "create a study (or continue one of the same name) and run it"),
+    "resume": (_study_command("resume", trains=True), "continue a stored study from the database alone"),
+    "worker": (_study_command("worker", trains=True), "join a running study"),
     "proxy": (_study_command("proxy"), "serve a database to many workers through Optuna's gRPC proxy"),
     "studies": (_study_command("studies"), "list the studies in a database"),
     "show": (_study_command("show"), "Pareto front and best trials of a study"),
@@ -166,3 +174,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def run() -> NoReturn:
+    """The `hpo` executable: `main`, then a quick exit.
+
+    An interpreter that has imported torch spends most of a second tearing its modules
+    down at exit, after every result is stored. The executable skips that: it closes its
+    databases (SQLite folds its write-ahead log back into the file then), flushes its
+    output and leaves with os._exit. An uncaught exception takes the ordinary way out.
+    """
+    code = main()
+    from hpo.storage import close_all
+
+    close_all()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from hpo import hardware
+from hpo import forkserver, hardware
 from hpo.errors import DivergedError, HpoError
 from hpo.train import OnEval, TrainConfig, TrialResult, train
 
@@ -43,18 +43,6 @@ class TrialFailure(Exception):
         self.message = message
 
 
-# Imported once by the forkserver, so that no trial pays for them: the trainer with torch,
-# torch._dynamo (which every optimizer's constructor imports lazily: a second and more on
-# a CPU), and the builtin corpus.
-FORKSERVER_PRELOAD = ["hpo.train", "torch._dynamo", "pydoc_data.topics"]
-
-
-def _context() -> Any:
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
-    return ctx
-
-
 # Seconds to wait, after a rank's failure, for its peers' failures (to tell cause from consequence).
 FAILURE_SETTLE_S = 0.5
 
@@ -65,6 +53,7 @@ def run_isolated(
     timeout: float | None = None,
     device_ids: Sequence[int] | None = None,
     train_fn: Callable[[TrainConfig, OnEval | None], TrialResult] = train,
+    on_started: Callable[[], None] | None = None,
 ) -> TrialResult:
     """Train `config` on `config.train.n_devices` ranks in child processes.
 
@@ -74,7 +63,8 @@ def run_isolated(
     the CPU's threads so that N x threads never exceeds the cores. The rendezvous store
     is created here, on a port the kernel picks and this process holds, so concurrent
     trials on one host never collide. `train_fn` runs on every rank (the trainer; tests
-    pass functions that fail on purpose, to exercise the fault paths).
+    pass functions that fail on purpose, to exercise the fault paths). `on_started` runs
+    here once every rank is started: the caller's bookkeeping then overlaps the training.
 
     Raises TrialFailure when any rank fails (with that rank's message), when a rank dies,
     or at the timeout. An exception raised by `on_eval` (a pruning decision, say) kills
@@ -92,7 +82,7 @@ def run_isolated(
         from torch.distributed import TCPStore
 
         store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
-    ctx = _context()
+    ctx = forkserver.context()
     receivers: dict[int, Connection] = {}
     processes = []
     for rank in range(world):
@@ -117,6 +107,8 @@ def run_isolated(
     failures: dict[int, tuple[float, TrialFailure]] = {}  # rank -> (when it failed, failure)
     settle = math.inf
     try:
+        if on_started is not None:
+            on_started()
         while len(finals) < world:
             now = time.monotonic()
             if failures and (not receivers or now >= min(settle, deadline or math.inf)):

@@ -2,8 +2,9 @@
 
 A note is the whole record of one finished trial in a page: outcome, configuration,
 every metric with its unit, devices, where the time went, the learning curve, a text
-sample of the trained model and, when it did not complete, why. `publish` writes it and
-refreshes the study-level figures (hpo.figures); every worker calls it after each trial.
+sample of the trained model and, when it did not complete, why. `save_trial_note` writes
+it and `save_figures` refreshes the study-level figures (hpo.figures); workers call both
+after each trial (hpo.worker).
 """
 
 from __future__ import annotations
@@ -205,22 +206,27 @@ class _TrialRef:
     _trial_id: int
 
 
-def publish(study: optuna.Study, trial: FrozenTrial, curves: Curves, figures: bool = True) -> None:
-    """Save `trial`'s note and, if `figures`, refresh the study's figures in optuna-dashboard.
+def save_trial_note(study: optuna.Study, trial: FrozenTrial, curves: Curves) -> None:
+    """Save `trial`'s note, where optuna-dashboard shows it on the trial's page."""
+    from optuna_dashboard import save_note
 
-    Figures are rewritten whole under fixed ids, chunk by chunk: a caller with several
-    workers on a study holds the study lock (hpo.worker.study_lock) around this call, so
-    two workers never interleave their chunks, and the last writer has seen every trial.
-    """
-    from optuna_dashboard import save_note, save_plotly_graph_object
-
-    from hpo.figures import study_figures
     from hpo.results import objective_names
 
     ref = _TrialRef(study._storage, study, trial._trial_id)
     curve = None if trial.user_attrs.get("curve") else curves.curve(study.study_name, trial.number)
     save_note(cast(optuna.Trial, ref), trial_note(trial, objective_names(study), curve))
-    if not figures:
-        return
-    for graph_id, figure in study_figures(study, curves.curves(study.study_name), latest=trial.number).items():
+
+
+def save_figures(study: optuna.Study, curves: Curves, latest: int | None = None) -> None:
+    """Refresh the study's figures in optuna-dashboard, with trial `latest` highlighted.
+
+    Figures are rewritten whole under fixed ids, chunk by chunk: a caller with several
+    workers on a study holds the study lock (hpo.worker.study_lock) around this call, so
+    two workers never interleave their chunks, and the last writer has seen every trial.
+    """
+    from optuna_dashboard import save_plotly_graph_object
+
+    from hpo.figures import study_figures
+
+    for graph_id, figure in study_figures(study, curves.curves(study.study_name), latest=latest).items():
         save_plotly_graph_object(study, figure, graph_object_id=graph_id)

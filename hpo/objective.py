@@ -143,22 +143,17 @@ def _run_trial(
     on_eval: Callable[[EvalEvent], None] | None,
 ) -> FrozenTrial:
     params = config.space.suggest(trial)
-    trial.set_user_attr("host", platform.node())
-    trial.set_user_attr("hpo_version", __version__)
-    trial.set_user_attr("optuna_version", optuna.__version__)
     try:
         train_config = trial_config(config, params, trial.number)
         reason = infeasible_reason(train_config, config.resources)
     except HpoError as exc:
         reason = str(exc)
     if reason is not None:
+        _provenance(trial)
         trial.set_constraint(CONSTRAINT, 1.0)
         return _finish(study, trial, TrialState.PRUNED, reason=("infeasible", reason))
-    trial.set_constraint(CONSTRAINT, 0.0)
     rungs = config.pruner.rungs(train_config.budget.tokens or 0) if config.pruner.name == "moasha" else []
     train_config = replace(train_config, train=replace(train_config.train, eval_tokens=tuple(rungs)))
-    trial.set_user_attr("seed", train_config.train.seed)
-    trial.set_user_attr("config", train_config.to_dict())
     pool, _ = config.resources.pool()
     owner = lease_owner(study.study_name, trial.number)
     judge = _Judge(study, trial, config, stores.curves, rungs)
@@ -179,9 +174,20 @@ def _run_trial(
             _Heartbeat(beat, config.storage.heartbeat_interval),
             stores.leases.hold(pool, train_config.train.n_devices, owner) as devices,
         ):
-            trial.set_user_attr("devices", devices)
+
+            def describe() -> None:  # written while the ranks train, not before
+                _provenance(trial)
+                trial.set_constraint(CONSTRAINT, 0.0)
+                trial.set_user_attr("seed", train_config.train.seed)
+                trial.set_user_attr("config", train_config.to_dict())
+                trial.set_user_attr("devices", devices)
+
             result = run_isolated(
-                train_config, on_eval=on_event, timeout=config.study.trial_timeout, device_ids=devices
+                train_config,
+                on_eval=on_event,
+                timeout=config.study.trial_timeout,
+                device_ids=devices,
+                on_started=describe,
             )
     except optuna.TrialPruned as pruned:
         return _finish(study, trial, TrialState.PRUNED, reason=("pruned", str(pruned)))
@@ -220,6 +226,12 @@ class _Judge:
     def _prune(self, rung: int, event: EvalEvent, message: str) -> None:
         self.trial.set_user_attr("rung", {"rung_tokens": rung, **asdict(event)})
         raise optuna.TrialPruned(message)
+
+
+def _provenance(trial: optuna.Trial) -> None:
+    trial.set_user_attr("host", platform.node())
+    trial.set_user_attr("hpo_version", __version__)
+    trial.set_user_attr("optuna_version", optuna.__version__)
 
 
 def _record(trial: optuna.Trial, result: TrialResult) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import sys
 import time
+import weakref
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import optuna
+import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -23,6 +25,8 @@ from hpo.errors import HpoError
 
 # What hpo opens: either keeps heartbeats, so a dead worker's trial is failed and retried.
 Storage: TypeAlias = "optuna.storages.RDBStorage | proxy.HeartbeatGrpcStorage"
+# Every database this process opened, for close_all.
+_OPENED: weakref.WeakSet[sqlalchemy.engine.Engine] = weakref.WeakSet()
 
 DEFAULT_URL = "sqlite:///hpo.db"
 URL_HELP = "use sqlite:///PATH.db, postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB or grpc://HOST:PORT (an `hpo proxy`)"
@@ -109,19 +113,48 @@ def open_storage(
     else:
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     try:
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             parsed.render_as_string(hide_password=False),
             engine_kwargs=engine_kwargs,
             heartbeat_interval=config.heartbeat_interval,
             grace_period=config.grace_period,
             heartbeat_stale_trial_callback=retry,
         )
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            _write_ahead_log(storage.engine)
+        _OPENED.add(storage.engine)
+        return storage
     except (SQLAlchemyError, ImportError, OSError) as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise HpoError(
             f"cannot open storage {redact(url)}: {detail}; check that the database server is "
             "running and the URL is right"
         ) from None
+
+
+def _write_ahead_log(engine: sqlalchemy.engine.Engine) -> None:
+    """SQLite in write-ahead-log mode, synchronised at checkpoints rather than at every commit.
+
+    A trial writes some forty small transactions (attributes, curve points, heartbeats);
+    with the default rollback journal each costs two fsyncs (3 ms here; 1.1 ms in WAL
+    mode without them). WAL also lets readers (the dashboard, `hpo show`) read while a
+    worker writes. A commit survives a crash of any process; only an OS crash or power
+    loss can take back the last commits, never corrupt the file. WAL needs the database
+    on a local disk, which is where SQLite serves a study's workers anyway.
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")  # kept in the file; a no-op once set
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    engine.dispose()  # connections opened by RDBStorage's set-up reopen with the pragmas
+
+
+def close_all() -> None:
+    """Close the pooled connections of every database this process opened."""
+    for engine in list(_OPENED):
+        engine.dispose()
 
 
 def wait_for_storage(

@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.curves import Curves
 from hpo.objective import TrialStores, run_trial
 from hpo.settings import HpoConfig
 from hpo.storage import Storage
@@ -114,35 +117,81 @@ def run_worker(
     """Run trials until the target is met or `timeout` seconds passed; returns how many ran."""
     deadline = None if timeout is None else time.monotonic() + timeout
     stores = TrialStores.open(storage, config)
+    publisher = _Publisher(study, storage, stores.curves)
     done = 0
-    while deadline is None or time.monotonic() < deadline:
-        trial = claim(study, storage, poll=config.storage.heartbeat_interval, deadline=deadline)
-        if trial is None:
-            break
-        frozen = run_trial(study, trial, config, stores, on_eval=on_eval)
-        done += 1
-        _publish(study, storage, frozen, stores)
-        if on_trial is not None:
-            on_trial(frozen)
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            trial = claim(study, storage, poll=config.storage.heartbeat_interval, deadline=deadline)
+            if trial is None:
+                break
+            frozen = run_trial(study, trial, config, stores, on_eval=on_eval)
+            done += 1
+            publisher.submit(frozen)
+            if on_trial is not None:
+                on_trial(frozen)
+    finally:
+        publisher.close()
     return done
 
 
-def _publish(study: optuna.Study, storage: Storage, trial: FrozenTrial, stores: TrialStores) -> None:
-    """The trial's note and the study's figures for optuna-dashboard (hpo.notes).
+class _Publisher:
+    """Each finished trial's note and the study's figures for optuna-dashboard (hpo.notes),
+    written on a thread of their own.
 
-    Under the study lock, so that workers never interleave the chunks of one figure; with
-    no lock (a gRPC proxy) the figures are left out. Only a view: whatever goes wrong here
-    is a warning, never a failed worker or trial.
+    They take tenths of a second (plotly JSON, a dozen attribute writes, the study lock):
+    in line, they would sit between one trial and the next; here they run while the next
+    trial trains, and `close` waits for the last. Trials that finish while the figures
+    are being drawn share the next drawing. The figures are drawn under the study lock,
+    so that workers never interleave the chunks of one figure; with no lock (a gRPC proxy)
+    they are left out. Only a view: whatever goes wrong is a warning, never a failed
+    worker or trial.
     """
-    try:
-        from hpo.notes import publish
 
-        with study_lock(storage, study.study_name) as exclusive:
-            publish(study, trial, stores.curves, figures=exclusive)
-    except Exception as exc:  # the study must go on without its figures
+    def __init__(self, study: optuna.Study, storage: Storage, curves: Curves) -> None:
+        self.study, self.storage, self.curves = study, storage, curves
+        self._queue: queue.SimpleQueue[FrozenTrial | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="hpo-publisher", daemon=True)
+        self._thread.start()
+
+    def submit(self, trial: FrozenTrial) -> None:
+        self._queue.put(trial)
+
+    def close(self) -> None:
+        """Publish what was submitted, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get())
+            trials = [t for t in batch if t is not None]
+            if trials:
+                self._publish(trials)
+            if None in batch:
+                return
+
+    def _publish(self, trials: list[FrozenTrial]) -> None:
+        from hpo.notes import save_figures, save_trial_note
+
+        for trial in trials:
+            with _only_warn(f"dashboard note of trial {trial.number}"):
+                save_trial_note(self.study, trial, self.curves)
+        latest = trials[-1].number
+        with (
+            _only_warn(f"dashboard figures after trial {latest}"),
+            study_lock(self.storage, self.study.study_name) as exclusive,
+        ):
+            if exclusive:
+                save_figures(self.study, self.curves, latest)
+
+
+@contextlib.contextmanager
+def _only_warn(what: str) -> Iterator[None]:
+    """Turn a failure into a one-line warning: the study must go on without its views."""
+    try:
+        yield
+    except Exception as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(
-            f"warning: dashboard note and figures of trial {trial.number} not saved: {type(exc).__name__}: {detail}",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"warning: {what} not saved: {type(exc).__name__}: {detail}", file=sys.stderr, flush=True)

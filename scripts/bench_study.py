@@ -12,6 +12,7 @@ model build, warm-up steps, evaluation, text sample, child process start, databa
 from __future__ import annotations
 
 import argparse
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -34,9 +35,10 @@ def main() -> None:
             f"budget.tokens={args.tokens}", "search_space.n_layer=2", "search_space.head_dim=32",
             "search_space.batch_size=32",
         ]  # fmt: skip
-        start = time.perf_counter()
+        started_at, start = time.time(), time.perf_counter()
         subprocess.run(command, check=True)
         wall = time.perf_counter() - start
+        ended_at = started_at + wall
         trials = optuna.load_study(study_name="bench", storage=url).get_trials()
     done = [t for t in trials if t.state.name == "COMPLETE"]
     attrs = [t.user_attrs for t in done]
@@ -55,6 +57,16 @@ def main() -> None:
     print(f"  in trial: data, model, sample        {other:8.1f} s  {other / wall:6.1%}")
     rest = wall - trial_wall
     print(f"  worker: start, children, database    {rest:8.1f} s  {rest / wall:6.1%}")
+    # Where the worker's share went, from the trials' own timestamps (ask and tell).
+    ordered = sorted(trials, key=lambda t: t.number)
+    first_ask = ordered[0].datetime_start.timestamp() - started_at
+    last_tell = ended_at - max(t.datetime_complete.timestamp() for t in ordered)
+    gaps = sum((b.datetime_start - a.datetime_complete).total_seconds() for a, b in itertools.pairwise(ordered))
+    around = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done) - trial_wall
+    print(f"    start-up until the first trial     {first_ask:8.1f} s  {first_ask / wall:6.1%}")
+    print(f"    in trials, around the training     {around:8.1f} s  {around / wall:6.1%}")
+    print(f"    between trials                     {gaps:8.1f} s  {gaps / wall:6.1%}")
+    print(f"    after the last trial               {last_tell:8.1f} s  {last_tell / wall:6.1%}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from hpo.curves import CurveStore
 from hpo.data import load_dataset
 from hpo.figures import GRAPH_IDS
 from hpo.frontier import hypervolume_history
-from hpo.notes import publish, trial_note
+from hpo.notes import save_figures, save_trial_note, trial_note
 from hpo.storage import open_storage
 from hpo.study import create_or_continue
 from hpo.train import EvalEvent
@@ -139,8 +139,9 @@ def test_publishing_again_overwrites_instead_of_accumulating(
     before, figures = graph_keys(study), _figures(study)
     last = study.trials[-1]
     note = note_of(study, last)
-    publish(study, last, CurveStore(storage.engine))
-    publish(study, last, CurveStore(storage.engine))
+    for _ in range(2):
+        save_trial_note(study, last, CurveStore(storage.engine))
+        save_figures(study, CurveStore(storage.engine), latest=last.number)
     assert graph_keys(study) == before
     assert _figures(study) == figures
     assert note_of(study, last) == note
@@ -164,7 +165,8 @@ def test_a_figure_failure_is_a_warning_and_the_study_goes_on(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("figure store unavailable")
 
-    monkeypatch.setattr("hpo.notes.publish", broken)
+    monkeypatch.setattr("hpo.notes.save_trial_note", broken)
+    monkeypatch.setattr("hpo.notes.save_figures", broken)
     config = hpo_config(compose(tiny("unpublished", 2)))
     storage = open_storage(sqlite_url, config.storage)
     study = create_or_continue(config, storage, load_dataset(config.train.data).fingerprint)
@@ -172,8 +174,6 @@ def test_a_figure_failure_is_a_warning_and_the_study_goes_on(
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     err = capfd.readouterr().err
     for number in (0, 1):
-        assert (
-            f"warning: dashboard note and figures of trial {number} not saved: "
-            "RuntimeError: figure store unavailable" in err
-        )
+        assert f"warning: dashboard note of trial {number} not saved: RuntimeError: figure store unavailable" in err
+    assert "warning: dashboard figures after trial 1 not saved: RuntimeError: figure store unavailable" in err
     assert graph_keys(study) == []
