@@ -263,107 +263,64 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         torch.cuda.reset_peak_memory_stats(device)
     model = GPT(model_config).to(device)
     optimizer = build_optimizer(model, config.optim, device)
-    ddp: nn.Module = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    step_fn: nn.Module = torch.compile(ddp) if run.compile else ddp  # type: ignore[assignment]
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16) if dtype == torch.bfloat16 else contextlib.nullcontext()
-    )
+    stepper = _Stepper(model, optimizer, micro, accum, world, dtype, run.compile, device)
     warmup_steps = run.timing_warmup_steps
     if warmup_steps is None:
         warmup_steps = 1 if device.type == "cpu" else 3
     if total_steps is not None:
         warmup_steps = min(warmup_steps, total_steps // 2)
+    clock = _Clock(warmup_steps, total_steps, config.budget.seconds, world, device)
 
-    step, tokens, loss_sum, loss_count = 0, 0, 0.0, 0
-    timed_time, timed_tokens, step_time, eval_time = 0.0, 0, 0.0, 0.0
-    budget_time = 0.0  # seconds budgets: the ranks' mean step time, identical on every rank
+    loss_sum, loss_count = 0.0, 0
     next_eval, curve = 1, []
     extra_evals = sorted(run.eval_tokens)
     train_loss = val_loss = val_accuracy = float("nan")
-
-    def progress() -> float:
-        if total_steps is not None:
-            return step / total_steps
-        assert config.budget.seconds is not None
-        return budget_time / config.budget.seconds
-
-    def throughput() -> float:
-        """Global tokens over the slowest rank's timed steps (a collective when world > 1)."""
-        slowest = _all_reduce_max(timed_time, device) if world > 1 else timed_time
-        return timed_tokens / slowest if slowest > 0 else tokens / max(step_time, 1e-9)
-
     model.train()
-    while progress() < 1.0:
+    while clock.progress() < 1.0:
         # The rate at the end of this step's share of the budget: warm-up never starts at 0.
-        lr = config.optim.lr_at((step + 1) / total_steps if total_steps is not None else progress())
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        stepper.set_lr(config.optim.lr_at(clock.progress(steps_ahead=1)))
         start = time.perf_counter()
         x, y = dataset.train_batch(run.batch_size, model_config.block_size, generator, rows)
-        step_loss = torch.zeros((), device=device)
-        for i in range(accum):
-            xb = x[i * micro : (i + 1) * micro].to(device, non_blocking=True)
-            yb = y[i * micro : (i + 1) * micro].to(device, non_blocking=True)
-            # Gradients are all-reduced once per step, on the last micro-batch.
-            sync = world == 1 or i == accum - 1
-            with autocast, contextlib.nullcontext() if sync else ddp.no_sync():  # type: ignore[operator]
-                _, loss = step_fn(xb, yb)
-                assert loss is not None
-                (loss / accum).backward()
-            step_loss += loss.detach()
-        if config.optim.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_loss = stepper.step(x, y, config.optim.grad_clip)
         if world > 1:
             # One small all-reduce a step: every rank sees the same loss (so all stop together
             # on a divergence) and the same elapsed time (so seconds budgets end together).
-            shared = torch.stack([step_loss / accum, torch.tensor(time.perf_counter() - start, device=device)])
+            shared = torch.stack([step_loss, torch.tensor(time.perf_counter() - start, device=device)])
             torch.distributed.all_reduce(shared)
             loss_value, mean_elapsed = (shared / world).tolist()
         else:
-            loss_value = step_loss.item() / accum  # also synchronizes CUDA before the clock
+            loss_value = step_loss.item()  # also synchronizes CUDA before the clock
         elapsed = time.perf_counter() - start
-        budget_time += mean_elapsed if world > 1 else elapsed
-        step += 1
-        tokens += tokens_per_step
-        step_time += elapsed
-        if step > warmup_steps:
-            timed_time += elapsed
-            timed_tokens += tokens_per_step
+        clock.add_step(tokens_per_step, elapsed, mean_elapsed if world > 1 else elapsed)
         if not math.isfinite(loss_value):
-            raise DivergedError(step, loss_value)
+            raise DivergedError(clock.steps, loss_value)
         loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
 
-        at_rung = bool(extra_evals) and tokens >= extra_evals[0]
-        while extra_evals and tokens >= extra_evals[0]:
+        at_rung = bool(extra_evals) and clock.tokens >= extra_evals[0]
+        while extra_evals and clock.tokens >= extra_evals[0]:
             extra_evals.pop(0)
-        if at_rung or progress() >= next_eval / run.evals or progress() >= 1.0:
+        if at_rung or clock.progress() >= next_eval / run.evals or clock.progress() >= 1.0:
             # This step's update may have made the weights NaN after its loss was taken (the
             # last step's, never seen otherwise); every rank holds the same weights.
             if not torch.stack([p.isfinite().all() for p in model.parameters()]).all():
-                raise DivergedError(step, float("nan"))
-            tokens_per_sec = throughput()
+                raise DivergedError(clock.steps, float("nan"))
+            tokens_per_sec = clock.throughput()
             eval_start = time.perf_counter()
             if rank == 0:  # the fixed validation set is scored once, on rank 0
-                val_loss, val_accuracy = evaluate(model, val_x, val_y, micro, device, autocast)
+                val_loss, val_accuracy = evaluate(model, val_x, val_y, micro, device, stepper.autocast)
             if world > 1:
                 torch.distributed.barrier()  # the other ranks wait here, outside their step clocks
-            eval_time += time.perf_counter() - eval_start
+            clock.eval_time += time.perf_counter() - eval_start
             train_loss = loss_sum / loss_count
             loss_sum, loss_count = 0.0, 0
-            event = EvalEvent(step, tokens, train_loss, val_loss, val_accuracy, tokens_per_sec)
+            event = EvalEvent(clock.steps, clock.tokens, train_loss, val_loss, val_accuracy, tokens_per_sec)
             curve.append(event)
-            next_eval = math.floor(progress() * run.evals) + 1
+            next_eval = math.floor(clock.progress() * run.evals) + 1
             if on_eval is not None and rank == 0:
                 on_eval(event)
             model.train()
 
-    tokens_per_sec = throughput()
+    tokens_per_sec = clock.throughput()
     peak_memory = _peak_memory(device)
     if world > 1:
         peak_memory = int(_all_reduce_max(float(peak_memory), device))
@@ -389,13 +346,13 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         peak_flops=peak,
         mfu=achieved / peak if peak else None,
         peak_memory_bytes=peak_memory,
-        steps=step,
-        tokens=tokens,
+        steps=clock.steps,
+        tokens=clock.tokens,
         wall_time_s=wall,
-        train_time_s=step_time,
-        timed_time_s=timed_time,
-        eval_time_s=eval_time,
-        overhead_s=wall - step_time,
+        train_time_s=clock.step_time,
+        timed_time_s=clock.timed_time,
+        eval_time_s=clock.eval_time,
+        overhead_s=wall - clock.step_time,
         device=device.type,
         device_name=hardware.device_name(device),
         n_devices=run.n_devices,
@@ -405,6 +362,99 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         curve=tuple(curve),
         sample=sample,
     )
+
+
+@dataclass
+class _Clock:
+    """Where a run stands and where its time went: every step, the timed steps (those after
+    the warm-up steps, which throughput is measured on) and evaluation.
+
+    `budget_time` advances by the ranks' mean step time, the same on every rank, so that a
+    seconds budget ends on the same step everywhere.
+    """
+
+    warmup_steps: int
+    total_steps: int | None  # None: a seconds budget
+    seconds: float | None
+    world: int
+    device: torch.device
+    steps: int = 0
+    tokens: int = 0
+    step_time: float = 0.0
+    timed_time: float = 0.0
+    timed_tokens: int = 0
+    eval_time: float = 0.0
+    budget_time: float = 0.0
+
+    def add_step(self, tokens: int, elapsed: float, mean_elapsed: float) -> None:
+        self.steps += 1
+        self.tokens += tokens
+        self.step_time += elapsed
+        self.budget_time += mean_elapsed
+        if self.steps > self.warmup_steps:
+            self.timed_time += elapsed
+            self.timed_tokens += tokens
+
+    def progress(self, steps_ahead: int = 0) -> float:
+        """The share of the budget spent (after `steps_ahead` more steps, for a steps budget)."""
+        if self.total_steps is not None:
+            return (self.steps + steps_ahead) / self.total_steps
+        assert self.seconds is not None
+        return self.budget_time / self.seconds
+
+    def throughput(self) -> float:
+        """Global tokens over the slowest rank's timed steps (a collective when world > 1)."""
+        slowest = _all_reduce_max(self.timed_time, self.device) if self.world > 1 else self.timed_time
+        return self.timed_tokens / slowest if slowest > 0 else self.tokens / max(self.step_time, 1e-9)
+
+
+class _Stepper:
+    """Optimizer steps over micro-batches: accumulation, DDP's gradient sync, autocast, clipping."""
+
+    def __init__(
+        self,
+        model: GPT,
+        optimizer: torch.optim.Optimizer,
+        micro: int,
+        accum: int,
+        world: int,
+        dtype: torch.dtype,
+        compile: bool,
+        device: torch.device,
+    ) -> None:
+        self.model, self.optimizer, self.micro, self.accum, self.device = model, optimizer, micro, accum, device
+        self.ddp: nn.Module = model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.forward: nn.Module = torch.compile(self.ddp) if compile else self.ddp  # type: ignore[assignment]
+        self.autocast: contextlib.AbstractContextManager[Any] = (
+            torch.autocast(device.type, dtype=torch.bfloat16) if dtype == torch.bfloat16 else contextlib.nullcontext()
+        )
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float) -> torch.Tensor:
+        """One optimizer step on this rank's rows; the mean loss, left on the device."""
+        step_loss = torch.zeros((), device=self.device)
+        for i in range(self.accum):
+            xb = x[i * self.micro : (i + 1) * self.micro].to(self.device, non_blocking=True)
+            yb = y[i * self.micro : (i + 1) * self.micro].to(self.device, non_blocking=True)
+            # Gradients are all-reduced once per step, on the last micro-batch.
+            sync = self.ddp is self.model or i == self.accum - 1
+            with self.autocast, contextlib.nullcontext() if sync else self.ddp.no_sync():  # type: ignore[operator]
+                _, loss = self.forward(xb, yb)
+                assert loss is not None
+                (loss / self.accum).backward()
+            step_loss += loss.detach()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss / self.accum
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
