@@ -20,6 +20,7 @@ from typing import Protocol
 
 import optuna
 import sqlalchemy as sa
+from optuna.trial import FrozenTrial
 
 from hpo.train import EvalEvent
 
@@ -119,23 +120,29 @@ class AttrCurves:
 
     def __init__(self, storage: optuna.storages.BaseStorage) -> None:
         self.storage = storage
+        self._trial_ids: dict[tuple[str, int], int] = {}  # ids never change: one lookup each
+
+    def _trial_id(self, study: str, trial: int) -> int:
+        if (study, trial) not in self._trial_ids:
+            study_id = self.storage.get_study_id_from_name(study)
+            self._trial_ids[study, trial] = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial)
+        return self._trial_ids[study, trial]
 
     def record(self, study: str, trial: int, event: EvalEvent) -> None:
-        study_id = self.storage.get_study_id_from_name(study)
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial)
-        self.storage.set_trial_system_attr(trial_id, f"{self.PREFIX}{event.step:012d}", asdict(event))
+        key = f"{self.PREFIX}{event.step:012d}"
+        self.storage.set_trial_system_attr(self._trial_id(study, trial), key, asdict(event))
 
     def curve(self, study: str, trial: int) -> list[EvalEvent]:
-        return self.curves(study).get(trial, [])
+        return self._points(self.storage.get_trial(self._trial_id(study, trial)))
 
     def curves(self, study: str) -> dict[int, list[EvalEvent]]:
         study_id = self.storage.get_study_id_from_name(study)
-        out: dict[int, list[EvalEvent]] = {}
-        for trial in self.storage.get_all_trials(study_id, deepcopy=False):
-            points = sorted((k, v) for k, v in trial.system_attrs.items() if k.startswith(self.PREFIX))
-            if points:
-                out[trial.number] = [EvalEvent(**value) for _, value in points]
-        return out
+        trials = self.storage.get_all_trials(study_id, deepcopy=False)
+        return {t.number: points for t in trials if (points := self._points(t))}
+
+    def _points(self, trial: FrozenTrial) -> list[EvalEvent]:
+        points = sorted((k, v) for k, v in trial.system_attrs.items() if k.startswith(self.PREFIX))
+        return [EvalEvent(**value) for _, value in points]
 
     def at_rung(self, study: str, tokens: int) -> dict[int, EvalEvent]:
         first: dict[int, EvalEvent] = {}

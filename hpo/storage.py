@@ -98,11 +98,13 @@ def open_storage(
     if proxy.is_grpc(url):
         return proxy.connect(url, config.heartbeat_interval, config.grace_period, retry, timeout=proxy_timeout)
     parsed = parse_url(url)
+    # The file of a SQLite database (not an in-memory one), else None.
+    sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" and parsed.database != ":memory:" else None
     if parsed.get_backend_name() == "sqlite":
         # Several local workers share one file: wait for the write lock instead of failing.
         engine_kwargs: dict[str, object] = {"connect_args": {"timeout": 60}}
-        if parsed.database and parsed.database != ":memory:":
-            path = os.path.abspath(parsed.database)
+        if sqlite_file:
+            path = os.path.abspath(sqlite_file)
             if not os.path.isdir(os.path.dirname(path)):
                 raise HpoError(f"storage URL {redact(url)!r}: folder {os.path.dirname(path)} does not exist")
             if must_exist and not os.path.exists(path):
@@ -120,7 +122,7 @@ def open_storage(
             grace_period=config.grace_period,
             heartbeat_stale_trial_callback=retry,
         )
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if sqlite_file:
             _write_ahead_log(storage.engine)
         _OPENED.add(storage.engine)
         return storage
