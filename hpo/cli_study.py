@@ -16,7 +16,7 @@ from hpo.data import load_dataset
 from hpo.errors import HpoError
 from hpo.results import export, objective_names, pareto_table, show_text, studies_table, trial_line
 from hpo.settings import HpoConfig
-from hpo.storage import URL_HELP, Storage, open_storage, redact, resolve_url, wait_for_storage
+from hpo.storage import DATABASE_URLS, Storage, open_storage, redact, resolve_url, wait_for_storage
 from hpo.study import (
     ATTR_FINGERPRINT,
     ATTR_TARGET,
@@ -192,7 +192,7 @@ def cmd_proxy(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     args = parser.parse_intermixed_args(argv)
     url = resolve_url(args.storage)
     if proxy.is_grpc(url):
-        raise HpoError(f"--storage {url} is a proxy itself; a proxy serves a database: {URL_HELP}")
+        raise HpoError(f"--storage {url} is a proxy itself; a proxy serves a database: use {DATABASE_URLS}")
     # A new database is fine: workers create their studies through the proxy.
     proxy.serve(open_storage(url), redact(url), args.host, args.port)
     return 0

@@ -29,7 +29,8 @@ Storage: TypeAlias = "optuna.storages.RDBStorage | proxy.HeartbeatGrpcStorage"
 _OPENED: weakref.WeakSet[sqlalchemy.engine.Engine] = weakref.WeakSet()
 
 DEFAULT_URL = "sqlite:///hpo.db"
-URL_HELP = "use sqlite:///PATH.db, postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB or grpc://HOST:PORT (an `hpo proxy`)"
+DATABASE_URLS = "sqlite:///PATH.db or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+URL_HELP = f"use {DATABASE_URLS.replace(' or ', ', ')} or grpc://HOST:PORT (an `hpo proxy`)"
 
 
 @dataclass(frozen=True)
