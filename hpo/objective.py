@@ -218,7 +218,8 @@ class _Judge:
             if previous < rung <= event.tokens:
                 at_rung = self.curves.at_rung(self.study.study_name, rung)
                 points = {n: tuple(getattr(e, o) for o in self.objectives) for n, e in at_rung.items()}
-                if not keeps(points, self.trial.number, self.pruner.eta, self.pruner.min_trials):
+                pruner = self.pruner
+                if not keeps(points, self.trial.number, pruner.eta, pruner.min_trials, pruner.keep_front):
                     self._prune(
                         rung, event, f"rung {rung:,} tokens: not in the top 1/{self.pruner.eta} of {len(points)}"
                     )

@@ -48,13 +48,23 @@ def test_ties_within_a_front_go_to_the_least_crowded() -> None:
     # All on one front; two slots: the extremes (infinite crowding distance) win.
     points = {0: (0.1, 9.0), 1: (0.45, 5.1), 2: (0.5, 5.0), 3: (0.9, 1.0), 4: (0.3, 7.0), 5: (0.7, 3.0)}
     assert ranking(points)[:2] in ([0, 3], [3, 0])
-    assert not keeps(points, 2, eta=3, min_trials=3)
+    assert not keeps(points, 2, eta=3, min_trials=3, keep_front=False)
+
+
+def test_keep_front_lets_every_nondominated_trial_continue() -> None:
+    # Four of six on the first front: the strict rule keeps two, keep_front all four.
+    points = {0: (0.1, 9.0), 1: (0.5, 5.0), 2: (0.9, 1.0), 3: (0.3, 7.0), 4: (0.2, 4.0), 5: (0.4, 0.5)}
+    strict = [k for k in points if keeps(points, k, eta=3, min_trials=3, keep_front=False)]
+    assert len(strict) == 2 and set(strict) <= {0, 1, 2, 3}
+    assert [k for k in points if keeps(points, k, eta=3, min_trials=3)] == [0, 1, 2, 3]
 
 
 def test_identical_points_keep_a_deterministic_top() -> None:
     points = dict.fromkeys(range(6), (0.5, 10.0))
-    kept = [k for k in points if keeps(points, k, eta=3, min_trials=3)]
+    kept = [k for k in points if keeps(points, k, eta=3, min_trials=3, keep_front=False)]
     assert len(kept) == 2
+    # with keep_front, no trial is beaten by another, so none stops
+    assert all(keeps(points, k, eta=3, min_trials=3) for k in points)
 
 
 def test_small_rungs_never_stop() -> None:
@@ -65,6 +75,8 @@ def test_small_rungs_never_stop() -> None:
 
 def test_rungs_grow_by_eta_below_the_budget() -> None:
     assert PrunerConfig(name="moasha", eta=3).rungs(270_000) == [30_000, 90_000]
+    # divided down from the budget: no rung a few tokens short of it (22_222 * 9 = 199_998)
+    assert PrunerConfig(name="moasha", eta=3).rungs(200_000) == [22_222, 66_666]
     assert PrunerConfig(name="moasha", eta=2, min_tokens=1000).rungs(10_000) == [1000, 2000, 4000, 8000]
     assert PrunerConfig(name="moasha", min_tokens=50_000).rungs(10_000) == []
 
