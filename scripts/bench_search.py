@@ -6,14 +6,18 @@ always continues) and with the paper's strict top-1/eta rule (`pruner.keep_front
 The pruned arms get four times the trials: they stop most of them early, and so spend
 about the same tokens. Each study is a real `hpo run` on the builtin corpus. For every
 arm the hypervolume of the feasible completed trials' front is tracked as training tokens
-accumulate (a pruned trial costs the tokens it trained); objectives are normalised
-(accuracy as is, throughput by the largest throughput seen in any arm) and one reference
-point, (0, 0), serves all arms.
+accumulate (a pruned trial costs the tokens it trained). Each objective is normalised to
+[0, 1] between the worst and the best value that any completed trial of any arm reached
+(the nadir and the ideal point), and the nadir is the one reference point for all arms.
+Unnormalised, with (0, 0) as reference, the area would be about accuracy x throughput of
+the fastest trial alone: accuracy varies by a few points where throughput varies tenfold,
+so the fastest trial's run-to-run timing noise would decide the benchmark.
 
 The goal: TPE with MO-ASHA reaches the final hypervolume of TPE without pruning with at
 most half of TPE's tokens.
 
     python scripts/bench_search.py                  # ~20 minutes on 2 cores
+    python scripts/bench_search.py --keep search.db # then: hpo dashboard --storage sqlite:///search.db
     python scripts/bench_search.py --seeds 1 --trials 6 --tokens 60000   # a quick look
 """
 
@@ -48,13 +52,26 @@ def tokens_spent(trial: FrozenTrial) -> int:
     return int(rung["tokens"]) if rung else 0
 
 
-def trajectory(trials: list[FrozenTrial], scale: float) -> list[tuple[int, float]]:
+Bounds = list[tuple[float, float]]
+
+
+def bounds(trials: list[FrozenTrial]) -> Bounds:
+    """(worst, best) of each objective over completed trials: the nadir and the ideal point."""
+    values = [t.values for t in feasible_complete(trials)]
+    return [(min(v[i] for v in values), max(v[i] for v in values)) for i in range(len(values[0]))]
+
+
+def normalised(values: list[float], scale: Bounds) -> tuple[float, ...]:
+    return tuple((v - lo) / (hi - lo) if hi > lo else 1.0 for v, (lo, hi) in zip(values, scale, strict=True))
+
+
+def trajectory(trials: list[FrozenTrial], scale: Bounds) -> list[tuple[int, float]]:
     """(cumulative tokens, hypervolume) after each finished trial, in completion order."""
     out, spent, front = [], 0, []
     for trial in sorted(trials, key=lambda t: t.datetime_complete or t.datetime_start):
         spent += tokens_spent(trial)
         if feasible_complete([trial]):
-            front.append((trial.values[0], trial.values[1] / scale))
+            front.append(normalised(trial.values, scale))
         out.append((spent, hypervolume(front)))
     return out
 
@@ -77,21 +94,26 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=16, help="trials per study without pruning")
     parser.add_argument("--tokens", type=int, default=200_000, help="training tokens per full trial")
+    parser.add_argument("--keep", type=Path, help="keep the studies in this SQLite file (must not exist yet)")
     args = parser.parse_args()
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"--keep {args.keep} exists already; name a new file")
     results: dict[str, list[list[FrozenTrial]]] = {arm: [] for arm in ARMS}
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'search.db'}"
+        url = f"sqlite:///{(args.keep or Path(tmp) / 'search.db').resolve()}"
         for seed in range(args.seeds):
             for arm, (overrides, factor) in ARMS.items():
                 name = f"{arm}-{seed}"
                 run_study(url, name, seed, args.trials * factor, args.tokens, overrides)
                 results[arm].append(optuna.load_study(study_name=name, storage=url).get_trials())
                 print(f"done {name}", file=sys.stderr, flush=True)
-    scale = max(t.values[1] for runs in results.values() for trials in runs for t in trials if t.values)
+    scale = bounds([t for runs in results.values() for trials in runs for t in trials])
     curves = {arm: [trajectory(trials, scale) for trials in runs] for arm, runs in results.items()}
 
     print(f"{args.seeds} seeds, {args.trials} trials of {args.tokens:,} tokens (x4 trials with pruning)")
-    print(f"objectives: val_accuracy, tokens_per_sec / {scale:,.0f}; reference point (0, 0)\n")
+    (acc_lo, acc_hi), (tps_lo, tps_hi) = scale
+    print(f"normalised: val_accuracy {acc_lo:.4f}..{acc_hi:.4f}, tokens_per_sec {tps_lo:,.0f}..{tps_hi:,.0f}")
+    print("reference point: the nadir, (0, 0) once normalised\n")
     print(f"{'arm':<12}{'final HV':>10}{'tokens spent':>15}{'pruned':>8}")
     for arm, runs in curves.items():
         hv = statistics.mean(curve[-1][1] for curve in runs)
