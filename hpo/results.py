@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.frontier import feasible_complete
-from hpo.study import ATTR_MESSAGE, ATTR_REASON, target
+from hpo.study import ATTR_MESSAGE, ATTR_REASON, ran, target
 from hpo.tables import format_table
 
 
@@ -24,7 +24,7 @@ def studies_table(storage: optuna.storages.BaseStorage) -> str:
     rows = []
     for summary in sorted(optuna.get_all_study_summaries(storage), key=lambda s: s.study_name):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
+        trials = ran(study.get_trials(deepcopy=False))
         counts = {state: sum(t.state == state for t in trials) for state in TrialState}
         best = _best_values(study)
         rows.append(
@@ -74,7 +74,7 @@ def show_text(study: optuna.Study) -> str:
             best = max(trials, key=lambda t: t.values[i])
             params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(best.params.items()))
             parts.append(f"best {name}: trial {best.number} ({_fmt(best.values[i])}) {params}")
-    failed = [t for t in study.get_trials(deepcopy=False) if ATTR_REASON in t.user_attrs]
+    failed = [t for t in ran(study.get_trials(deepcopy=False)) if ATTR_REASON in t.user_attrs]
     if failed:
         reasons: dict[str, int] = {}
         for t in failed:

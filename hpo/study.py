@@ -28,8 +28,10 @@ ATTR_VERSION = "hpo_version"
 ATTR_TARGET = "n_trials"
 ATTR_REASON = "failure_reason"
 ATTR_MESSAGE = "failure_message"
+# A claim that a worker behind the gRPC proxy gave back (hpo.worker): it never ran.
+SURPLUS = "surplus"
 # Failure reasons of trials that free their slot of the target for another trial.
-LOST_REASONS = ("interrupted", "surplus")
+LOST_REASONS = ("interrupted", SURPLUS)
 # Keys of the stored config that may differ when a study is continued: run control only.
 MUTABLE_KEYS = ("study.n_trials", "storage")
 
@@ -153,6 +155,12 @@ def slot_takers(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     dead worker (their retry holds the slot) or to Ctrl-C, and surplus claims (hpo.worker)."""
     retried = retried_numbers(trials)
     return [t for t in trials if t.number not in retried and t.user_attrs.get(ATTR_REASON) not in LOST_REASONS]
+
+
+def ran(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """All trials but surplus claims: those are bookkeeping of the proxy's workers, and
+    counting them as failures would tell the user that something went wrong."""
+    return [t for t in trials if t.user_attrs.get(ATTR_REASON) != SURPLUS]
 
 
 def counted_trials(study: optuna.Study) -> int:

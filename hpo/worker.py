@@ -35,7 +35,7 @@ from hpo.curves import Curves
 from hpo.objective import TrialStores, run_trial
 from hpo.settings import HpoConfig
 from hpo.storage import Storage
-from hpo.study import ATTR_MESSAGE, ATTR_REASON, counted_trials, slot_takers, target
+from hpo.study import ATTR_MESSAGE, ATTR_REASON, SURPLUS, counted_trials, slot_takers, target
 from hpo.train import EvalEvent
 
 
@@ -95,7 +95,7 @@ def claim(study: optuna.Study, storage: Storage, poll: float, deadline: float | 
                 storage.record_heartbeat(trial._trial_id)
                 if exclusive or _within_target(study, trial.number):
                     return trial
-                trial.set_user_attr(ATTR_REASON, "surplus")
+                trial.set_user_attr(ATTR_REASON, SURPLUS)
                 trial.set_user_attr(ATTR_MESSAGE, "another worker claimed the study's last slot first")
                 study.tell(trial, state=TrialState.FAIL)
                 continue

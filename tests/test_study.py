@@ -41,7 +41,8 @@ from study_helpers import (
 from study_helpers import hpo as run_hpo
 
 import hpo
-from hpo.study import counted_trials
+from hpo.results import show_text, studies_table
+from hpo.study import ATTR_REASON, ATTR_TARGET, SURPLUS, counted_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -685,3 +686,15 @@ def test_changed_data_is_refused(tmp_path: Path, sqlite_url: str) -> None:
     for args in (("resume", name, "--n-trials", "1"), ("run", *tiny(name, 2, f"data.source={corpus}"))):
         assert_user_error(run_hpo(*args, "--storage", sqlite_url), "fingerprint")
         assert study_snapshot(sqlite_url) == before
+
+
+def test_surplus_claims_are_not_failures(sqlite_url: str) -> None:
+    """A proxied worker's given-back claim is bookkeeping: `studies` and `show` leave it out."""
+    study = optuna.create_study(study_name="claims", storage=sqlite_url, directions=["maximize", "maximize"])
+    study.set_user_attr(ATTR_TARGET, 2)
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 1000.0]))
+    for reason in ("crashed", SURPLUS):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={ATTR_REASON: reason}))
+    row = studies_table(study._storage).splitlines()[-1].split()
+    assert row[:5] == ["claims", "1/2", "0", "0", "1"], row
+    assert "not completed: 1 crashed" in show_text(study)
