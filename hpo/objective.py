@@ -219,10 +219,10 @@ class _Judge:
                 at_rung = self.curves.at_rung(self.study.study_name, rung)
                 points = {n: tuple(getattr(e, o) for o in self.objectives) for n, e in at_rung.items()}
                 pruner = self.pruner
-                if not keeps(
-                    points, self.trial.number, pruner.eta, pruner.min_trials, pruner.keep_front, pruner.margin
-                ):
-                    self._prune(rung, event, f"rung {rung:,} tokens: not in the top 1/{pruner.eta} of {len(points)}")
+                if not keeps(points, self.trial.number, pruner.eta, pruner.min_trials, pruner.keep_front):
+                    self._prune(
+                        rung, event, f"rung {rung:,} tokens: not in the top 1/{self.pruner.eta} of {len(points)}"
+                    )
 
     def _prune(self, rung: int, event: EvalEvent, message: str) -> None:
         self.trial.set_user_attr("rung", {"rung_tokens": rung, **asdict(event)})

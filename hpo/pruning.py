@@ -17,13 +17,6 @@ hypervolume needs. n random points in the plane have about ln(n) on their first 
 the savings stay those of successive halving as rungs fill (scripts/bench_search.py
 measures both rules).
 
-Rung values are measurements: throughput varies by 5 to 10% between runs of the same
-configuration on a busy host, and accuracy by a few thousandths on the validation set.
-So a trial beats another only by more than `margin` (relative) in some objective. Without
-it, while every trial still sits at the unigram plateau of accuracy, the rung would rank
-trials of one architecture by their timing noise and stop all but the luckiest, whatever
-their learning rate.
-
 The values at a rung are the trial's own measurements so far: accuracy on the fixed
 validation set and throughput over its timed steps (warm-up excluded). A pruned trial
 keeps them as its record; no trial's final throughput ever comes from a rung.
@@ -51,15 +44,13 @@ class PrunerConfig:
     """`moasha` for multi-objective studies; `median`, `successive_halving` and `hyperband`
     are Optuna's, for studies with a single objective. Rungs start at `min_tokens`
     (default: the token budget / eta^2) and grow by `eta`. `keep_front` lets every trial
-    on a rung's first front continue, and `margin` is how much better (relative) a trial
-    must be to beat another (see the module docstring)."""
+    on a rung's first front continue (see the module docstring)."""
 
     name: PrunerName = "none"
     eta: int = 3
     min_tokens: int | None = None
     min_trials: int = 3
     keep_front: bool = True
-    margin: float = 0.05
 
     def __post_init__(self) -> None:
         if self.name not in get_args(PrunerName):
@@ -68,8 +59,6 @@ class PrunerConfig:
             raise HpoError(f"pruner.eta={self.eta} must be at least 2")
         if self.min_tokens is not None and self.min_tokens < 1:
             raise HpoError(f"pruner.min_tokens={self.min_tokens} must be positive")
-        if not 0.0 <= self.margin < 1.0:
-            raise HpoError(f"pruner.margin={self.margin} must be in [0, 1): a relative difference, 0.05 for 5%")
         if self.min_trials < 1:
             raise HpoError(f"pruner.min_trials={self.min_trials} must be at least 1")
 
@@ -101,20 +90,17 @@ class PrunerConfig:
         return None
 
 
-def dominates(a: Sequence[float], b: Sequence[float], margin: float = 0.0) -> bool:
-    """a is at least as good as b everywhere and better by more than `margin` (relative to
-    b's value) somewhere; all objectives maximized and non-negative. A strict partial order
-    for any margin, so fronts are always well defined."""
-    pairs = list(zip(a, b, strict=True))
-    return all(x >= y for x, y in pairs) and any(x > y * (1.0 + margin) if y > 0 else x > y for x, y in pairs)
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """a is at least as good as b everywhere and better somewhere (all maximized)."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
 
 
-def nondominated_fronts(points: Mapping[K, Sequence[float]], margin: float = 0.0) -> list[list[K]]:
+def nondominated_fronts(points: Mapping[K, Sequence[float]]) -> list[list[K]]:
     """Keys grouped into successive Pareto fronts, best first (maximization)."""
     remaining = dict(points)
     fronts = []
     while remaining:
-        front = [k for k, p in remaining.items() if not any(dominates(q, p, margin) for q in remaining.values())]
+        front = [k for k, p in remaining.items() if not any(dominates(q, p) for q in remaining.values())]
         fronts.append(front)
         for k in front:
             del remaining[k]
@@ -137,27 +123,20 @@ def crowding_distance(points: Mapping[K, Sequence[float]], front: Sequence[K]) -
     return distance
 
 
-def ranking(points: Mapping[K, Sequence[float]], margin: float = 0.0) -> list[K]:
+def ranking(points: Mapping[K, Sequence[float]]) -> list[K]:
     """All keys, best first: by front, then by decreasing crowding distance."""
     order: list[K] = []
-    for front in nondominated_fronts(points, margin):
+    for front in nondominated_fronts(points):
         crowd = crowding_distance(points, front)
         order.extend(sorted(front, key=lambda k: -crowd[k]))
     return order
 
 
-def keeps(
-    points: Mapping[K, Sequence[float]],
-    key: K,
-    eta: int,
-    min_trials: int,
-    keep_front: bool = True,
-    margin: float = 0.0,
-) -> bool:
+def keeps(points: Mapping[K, Sequence[float]], key: K, eta: int, min_trials: int, keep_front: bool = True) -> bool:
     """Whether `key` continues past a rung where `points` are every trial's values."""
     if len(points) < min_trials:
         return True
-    if keep_front and not any(dominates(other, points[key], margin) for other in points.values()):
+    if keep_front and not any(dominates(other, points[key]) for other in points.values()):
         return True
     top = max(1, len(points) // eta)
-    return key in ranking(points, margin)[:top]
+    return key in ranking(points)[:top]
