@@ -218,11 +218,9 @@ class _Judge:
             if previous < rung <= event.tokens:
                 at_rung = self.curves.at_rung(self.study.study_name, rung)
                 points = {n: tuple(getattr(e, o) for o in self.objectives) for n, e in at_rung.items()}
-                pruner = self.pruner
-                if not keeps(points, self.trial.number, pruner.eta, pruner.min_trials, pruner.keep_front):
-                    self._prune(
-                        rung, event, f"rung {rung:,} tokens: not in the top 1/{self.pruner.eta} of {len(points)}"
-                    )
+                eta, min_trials, keep_front = self.pruner.eta, self.pruner.min_trials, self.pruner.keep_front
+                if not keeps(points, self.trial.number, eta, min_trials, keep_front):
+                    self._prune(rung, event, f"rung {rung:,} tokens: not in the top 1/{eta} of {len(points)}")
 
     def _prune(self, rung: int, event: EvalEvent, message: str) -> None:
         self.trial.set_user_attr("rung", {"rung_tokens": rung, **asdict(event)})
