@@ -48,6 +48,19 @@ ARMS = {  # name -> (overrides, trial multiplier)
     "tpe+strict": (["sampler=tpe", "pruner=moasha", "pruner.min_trials=2", "pruner.keep_front=false"], 3),
 }
 DEFAULT_ARMS = ["random", "tpe", "tpe+moasha"]
+SPACES = {  # name -> overrides that set the searched space
+    # the smoke preset's 32 shapes, searched together with the training knobs of search_space/wide.yaml
+    "knobs": [
+        "experiment=smoke",
+        "search_space.lr={low:1.0e-4,high:3.0e-2,log:true}",
+        "+search_space.optimizer={choices:[adamw,adam,sgd]}",
+        "+search_space.pos_encoding={choices:[learned,rope,sinusoidal,none]}",
+        "+search_space.warmup_frac={low:0.0,high:0.2}",
+        "+search_space.weight_decay={low:0.0,high:0.2}",
+    ],
+    # the smoke preset alone: 32 shapes and a learning rate in a range where every shape trains
+    "shapes": ["experiment=smoke"],
+}
 
 
 def first_rung(tokens: int) -> str:
@@ -112,7 +125,7 @@ def fraction(reached: int | None, reference: float) -> str:
 
 def run_study(url: str, name: str, seed: int, trials: int, tokens: int, overrides: list[str]) -> None:
     command = [
-        sys.executable, "-m", "hpo", "run", "--quiet", "--storage", url, "experiment=smoke",
+        sys.executable, "-m", "hpo", "run", "--quiet", "--storage", url,
         f"study.name={name}", f"study.seed={seed}", f"study.n_trials={trials}", f"budget.tokens={tokens}",
         "train.evals=9", *overrides,
     ]  # fmt: skip
@@ -124,6 +137,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=16, help="trials per study without pruning")
     parser.add_argument("--tokens", type=int, default=200_000, help="training tokens per full trial")
+    parser.add_argument("--space", choices=list(SPACES), default="knobs", help="the searched space (see SPACES)")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=DEFAULT_ARMS, help="tpe always runs")
     parser.add_argument("--keep", type=Path, help="keep the studies in this SQLite file (must not exist yet)")
     args = parser.parse_args()
@@ -136,6 +150,7 @@ def main() -> None:
         for seed in range(args.seeds):
             for arm in arms:
                 overrides, factor = ARMS[arm]
+                overrides = [*SPACES[args.space], *overrides]
                 if factor > 1:
                     overrides = [*overrides, first_rung(args.tokens)]
                 name = f"{arm}-{seed}"
@@ -146,7 +161,7 @@ def main() -> None:
     curves = {arm: [trajectory(trials, scale) for trials in runs] for arm, runs in results.items()}
     means = {arm: mean_curve(runs) for arm, runs in curves.items()}
 
-    print(f"{args.seeds} seeds, {args.trials} trials of {args.tokens:,} tokens")
+    print(f"space {args.space}: {args.seeds} seeds, {args.trials} trials of {args.tokens:,} tokens")
     print(f"pruned arms: x{ARMS['tpe+moasha'][1]} trials, pruner.min_trials=2, {first_rung(args.tokens)}")
     (acc_lo, acc_hi), (tps_lo, tps_hi) = scale
     print(f"normalised: val_accuracy {acc_lo:.4f}..{acc_hi:.4f}, tokens_per_sec {tps_lo:,.0f}..{tps_hi:,.0f}")
