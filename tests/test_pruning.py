@@ -92,6 +92,12 @@ def test_bad_pruner_settings_name_the_fix() -> None:
             search_space={"n_layer": {"low": 1, "high": 2}},
             pruner=PrunerConfig(name="moasha"),
         )
+    with pytest.raises(HpoError, match=r"pruner\.min_tokens=300000 is not below budget\.tokens=200000"):
+        HpoConfig(
+            train=TrainConfig(budget=BudgetConfig(tokens=200_000)),
+            search_space={"n_layer": {"low": 1, "high": 2}},
+            pruner=PrunerConfig(name="moasha", min_tokens=300_000),
+        )
     single = HpoConfig(
         search_space={"n_layer": {"low": 1, "high": 2}},
         study=StudySettings(objectives=("val_accuracy",)),
