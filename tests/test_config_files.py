@@ -82,4 +82,7 @@ def test_config_files_ship_with_the_package() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     tool = pyproject["tool"]["setuptools"]
     assert tool["package-dir"]["hpo.study_configs"] == "study_configs"
-    assert "**/*.yaml" in tool["package-data"]["hpo.study_configs"]
+    assert tool["package-data"]["*"] == ["*.yaml"]
+    root = Path(__file__).parents[1] / "study_configs"
+    groups = {f"hpo.study_configs.{d.name}" for d in root.iterdir() if d.is_dir()}
+    assert groups <= set(tool["packages"]), "list every config group folder in pyproject's packages"
