@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -96,7 +97,7 @@ def normalised(values: list[float], scale: Bounds) -> tuple[float, ...]:
 def trajectory(trials: list[FrozenTrial], scale: Bounds) -> Curve:
     """(cumulative tokens, hypervolume) after each finished trial, in completion order."""
     out, spent, front = [], 0, []
-    for trial in sorted(trials, key=lambda t: t.datetime_complete or t.datetime_start):
+    for trial in sorted(trials, key=lambda t: t.datetime_complete or t.datetime_start or datetime.min):
         spent += tokens_spent(trial)
         if feasible_complete([trial]):
             front.append(normalised(trial.values, scale))
@@ -182,7 +183,11 @@ def main() -> None:
             for tpe, curve in zip(curves["tpe"], curves[arm], strict=True)
         )
         print(f"{arm:<12}{seeds}{fraction(tokens_to_reach(means[arm], target), budget):>13}")
-    print("goal: tpe+moasha's mean <= 0.50")
+    if "tpe+moasha" in means:
+        reached = tokens_to_reach(means["tpe+moasha"], target)
+        share = None if reached is None else reached / budget
+        verdict = "not reached" if share is None else f"{share:.3f}, {'met' if share <= 0.5 else 'not met'}"
+        print(f"goal: tpe+moasha's mean <= 0.50 ({verdict})")
 
 
 if __name__ == "__main__":
