@@ -4,7 +4,7 @@ Arms on the same search space and seeds: random sampling without pruning, TPE wi
 pruning, and TPE with MO-ASHA as hpo runs it (a trial on its rung's first front always
 continues); `--arms ... tpe+strict` adds the paper's strict top-1/eta rule
 (`pruner.keep_front=false`). The pruned arms get three times the trials: they stop most of
-them early. Their first rung is a third of the budget (see `first_rung`) and a rung judges
+them early. Their rungs are hpo's defaults (the budget / 9 and / 3), and a rung judges
 from its second trial on (`pruner.min_trials=2`). Each study is a real `hpo run` on the
 builtin corpus.
 
@@ -41,6 +41,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.frontier import feasible_complete, hypervolume
+from hpo.pruning import PrunerConfig
 
 ARMS = {  # name -> (overrides, trial multiplier)
     "random": (["sampler=random", "pruner=none"], 1),
@@ -62,12 +63,6 @@ SPACES = {  # name -> overrides that set the searched space
     # the smoke preset alone: 32 shapes and a learning rate in a range where every shape trains
     "shapes": ["experiment=smoke"],
 }
-
-
-def first_rung(tokens: int) -> str:
-    """The pruned arms' r_min: a third of the budget, one rung. Earlier, these tiny trials
-    are still on the unigram plateau, where every accuracy ties and only throughput ranks."""
-    return f"pruner.min_tokens={tokens // 3}"
 
 
 def tokens_spent(trial: FrozenTrial) -> int:
@@ -152,8 +147,6 @@ def main() -> None:
             for arm in arms:
                 overrides, factor = ARMS[arm]
                 overrides = [*SPACES[args.space], *overrides]
-                if factor > 1:
-                    overrides = [*overrides, first_rung(args.tokens)]
                 name = f"{arm}-{seed}"
                 run_study(url, name, seed, args.trials * factor, args.tokens, overrides)
                 results[arm].append(optuna.load_study(study_name=name, storage=url).get_trials())
@@ -163,7 +156,8 @@ def main() -> None:
     means = {arm: mean_curve(runs) for arm, runs in curves.items()}
 
     print(f"space {args.space}: {args.seeds} seeds, {args.trials} trials of {args.tokens:,} tokens")
-    print(f"pruned arms: x{ARMS['tpe+moasha'][1]} trials, pruner.min_trials=2, {first_rung(args.tokens)}")
+    rungs = PrunerConfig(name="moasha").rungs(args.tokens)
+    print(f"pruned arms: x{ARMS['tpe+moasha'][1]} trials, pruner.min_trials=2, rungs at {rungs} tokens")
     (acc_lo, acc_hi), (tps_lo, tps_hi) = scale
     print(f"normalised: val_accuracy {acc_lo:.4f}..{acc_hi:.4f}, tokens_per_sec {tps_lo:,.0f}..{tps_hi:,.0f}")
     print("reference point: the nadir, (0, 0) once normalised; HV: averaged over the seeds\n")
