@@ -84,14 +84,15 @@ class HpoConfig:
                 f"pruner={self.pruner.name} is Optuna's and needs a single objective "
                 f"(study.objectives={list(self.study.objectives)}); use pruner=moasha"
             )
-        if self.pruner.name != "none" and self.train.budget.tokens is None:
-            raise HpoError(f"pruner={self.pruner.name} compares trials at token counts; use budget=tokens")
-        tokens, first = self.train.budget.tokens, self.pruner.min_tokens
-        if self.pruner.name != "none" and tokens is not None and first is not None and first >= tokens:
-            raise HpoError(
-                f"pruner.min_tokens={first} is not below budget.tokens={tokens}, so no trial would ever be "
-                f"compared; lower it (or use pruner=none)"
-            )
+        if self.pruner.name != "none":
+            tokens, first = self.train.budget.tokens, self.pruner.min_tokens
+            if tokens is None:
+                raise HpoError(f"pruner={self.pruner.name} compares trials at token counts; use budget=tokens")
+            if first is not None and first >= tokens:
+                raise HpoError(
+                    f"pruner.min_tokens={first} is not below budget.tokens={tokens}, so no trial would ever be "
+                    f"compared; lower it (or use pruner=none)"
+                )
 
     @property
     def space(self) -> SearchSpace:
