@@ -41,7 +41,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     HpoError line that keeps Hydra's first sentence and names the override syntax.
     """
     for override in overrides:
-        if "=" not in override:
+        if "=" not in override and not override.startswith("~"):  # ~key deletes key
             raise HpoError(f"override {override!r} is not key=value (for example model.n_layer=4)")
     try:
         with initialize_config_dir(config_dir=str(builtin_config_dir()), version_base="1.3"):
@@ -72,6 +72,13 @@ def _one_line(exc: Exception) -> str:
         return f"malformed override: {first}; write key=value, for example model.n_layer=4"
     if first.startswith("Could not override"):
         key = first.split("'")[1]
+        missing = getattr(exc.__cause__, "full_key", key)
+        if missing != key:  # the key exists, and a {...} value merges into it: it lacks one of the new keys
+            value = lines[-1].split("=", 1)[1]
+            return (
+                f"{key} has no key {missing.removeprefix(key + '.')!r}, and {key}={{...}} only updates its keys; "
+                f"to replace the whole entry write ~{key} +{key}={value}"
+            )
         return f"unknown config key {key}; `hpo config` prints the keys that exist"
     if "Available options" in str(exc):
         block = str(exc).split("Available options", 1)[1].split("Config search path")[0]

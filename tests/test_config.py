@@ -114,6 +114,11 @@ def test_switching_the_budget_kind() -> None:
         # an unknown key
         (["model.n_layers=2"], ["model.n_layers"]),
         (["optim.learning_rate=0.1"], ["optim.learning_rate"]),
+        # a {...} value merges into an existing entry: a key that entry lacks, and how to replace it
+        (
+            ["experiment=smoke", "search_space.n_layer={choices:[1]}"],
+            ["search_space.n_layer has no key 'choices'", "~search_space.n_layer +search_space.n_layer={choices:[1]}"],
+        ),
         # malformed overrides
         (["model.n_layer=["], ["malformed"]),
         (["model.n_layer=1)"], ["malformed"]),
@@ -143,6 +148,11 @@ def test_bad_overrides_are_one_line_user_errors(overrides: list[str], needles: l
     assert "\n" not in message
     for needle in needles:
         assert needle in message
+
+
+def test_an_entry_is_replaced_by_deleting_and_adding_it() -> None:
+    composed = compose(["experiment=smoke", "~search_space.n_layer", "+search_space.n_layer={choices:[1]}"])
+    assert composed["search_space"]["n_layer"] == {"choices": [1]}
 
 
 def test_compose_recovers_after_an_error() -> None:
