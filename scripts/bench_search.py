@@ -20,16 +20,22 @@ The goal: TPE with MO-ASHA reaches the final hypervolume of TPE without pruning 
 most half of TPE's tokens, on the hypervolume-against-tokens curves averaged over the
 seeds. Each seed's own fraction is printed too; one seed alone is noisy, since a trial's
 throughput varies by 5-10% between identical runs on a 2-core host and TPE's last trial
-or two can move its final front.
+or two can move its final front. How far five seeds are from settling it shows in the
+interval printed below the mean: the same mean over resamples of the seeds (bootstrap,
+arms paired by seed). Runs kept with `--keep` and other `--first-seed`s pool into one
+report with `--analyze`, so more seeds cost more runs, not a longer one.
 
-    python scripts/bench_search.py                  # ~20 minutes on 2 cores
+    python scripts/bench_search.py                  # ~16 minutes on 2 cores
     python scripts/bench_search.py --keep search.db # then: hpo dashboard --storage sqlite:///search.db
+    python scripts/bench_search.py --first-seed 5 --keep more.db
+    python scripts/bench_search.py --analyze search.db more.db   # both runs' 10 seeds in one report
     python scripts/bench_search.py --seeds 1 --trials 6 --tokens 60000   # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import subprocess
 import sys
@@ -37,7 +43,9 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.frontier import feasible_complete, hypervolume
@@ -74,6 +82,7 @@ def tokens_spent(trial: FrozenTrial) -> int:
     return int(rung["tokens"]) if rung else 0
 
 
+RESAMPLES = 2000
 Bounds = list[tuple[float, float]]
 Curve = list[tuple[int, float]]  # (cumulative tokens, hypervolume), one point per finished trial
 
@@ -101,29 +110,33 @@ def trajectory(trials: list[FrozenTrial], scale: Bounds) -> Curve:
     return out
 
 
-def hv_at(curve: Curve, tokens: float) -> float:
-    """The hypervolume a study had once it had spent `tokens`: a step function."""
-    return max((hv for spent, hv in curve if spent <= tokens), default=0.0)
+def on_grid(curves: list[Curve], grid: np.ndarray) -> np.ndarray:
+    """Each curve's hypervolume once it had spent each grid token count (a step function):
+    one row per seed, so that seeds average column by column."""
+    rows = []
+    for curve in curves:
+        spent, hv = np.array([0] + [t for t, _ in curve]), np.array([0.0] + [h for _, h in curve])
+        rows.append(hv[np.searchsorted(spent, grid, side="right") - 1])
+    return np.array(rows)
 
 
-def mean_curve(curves: list[Curve]) -> Curve:
-    """The seeds' hypervolume averaged at every token count where one of them changes."""
-    steps = sorted({spent for curve in curves for spent, _ in curve})
-    return [(t, statistics.mean(hv_at(curve, t) for curve in curves)) for t in steps]
+def share(tpe: np.ndarray, tpe_tokens: np.ndarray, arm: np.ndarray, grid: np.ndarray) -> float:
+    """The share of TPE's mean tokens that `arm`'s seed-averaged curve spends to reach TPE's
+    seed-averaged final hypervolume (rows: seeds, paired); inf if it never does."""
+    reached = np.flatnonzero(arm.mean(axis=0) >= tpe[:, -1].mean())
+    return float(grid[reached[0]] / tpe_tokens.mean()) if reached.size else math.inf
 
 
-def tokens_to_reach(curve: Curve, target: float) -> int | None:
-    return next((tokens for tokens, hv in curve if hv >= target), None)
+def interval(tpe: np.ndarray, tpe_tokens: np.ndarray, arm: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """`share` over resamples of the seeds (with replacement, arms kept paired by seed):
+    what the same benchmark would likely report with other seeds."""
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(tpe), size=(RESAMPLES, len(tpe)))
+    return np.array([share(tpe[p], tpe_tokens[p], arm[p], grid) for p in picks])
 
 
-def share_to_reach(curve: Curve, reference: Curve) -> float | None:
-    """The share of `reference`'s tokens that `curve` spent to reach its final hypervolume."""
-    reached = tokens_to_reach(curve, reference[-1][1])
-    return None if reached is None else reached / reference[-1][0]
-
-
-def fraction(share: float | None) -> str:
-    return "not reached" if share is None else f"{share:.2f}"
+def fraction(value: float) -> str:
+    return "not reached" if math.isinf(value) else f"{value:.2f}"
 
 
 def run_study(url: str, name: str, seed: int, trials: int, tokens: int, overrides: list[str]) -> None:
@@ -135,60 +148,112 @@ def run_study(url: str, name: str, seed: int, trials: int, tokens: int, override
     subprocess.run(command, check=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--trials", type=int, default=16, help="trials per study without pruning")
-    parser.add_argument("--tokens", type=int, default=200_000, help="training tokens per full trial")
-    parser.add_argument("--space", choices=list(SPACES), default="knobs", help="the searched space (see SPACES)")
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=DEFAULT_ARMS, help="tpe always runs")
-    parser.add_argument("--keep", type=Path, help="keep the studies in this SQLite file (must not exist yet)")
-    args = parser.parse_args()
-    if args.keep is not None and args.keep.exists():
-        parser.error(f"--keep {args.keep} exists already; name a new file")
-    arms = ["tpe", *(arm for arm in args.arms if arm != "tpe")]
-    results: dict[str, list[list[FrozenTrial]]] = {arm: [] for arm in arms}
+Results = dict[str, list[list[FrozenTrial]]]  # arm -> one list of trials per seed, seeds paired across arms
+
+
+def run(args: argparse.Namespace, arms: list[str]) -> tuple[list[str], Results]:
+    """Run every arm for every seed, one `hpo run` after another."""
+    results: Results = {arm: [] for arm in arms}
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{(args.keep or Path(tmp) / 'search.db').resolve()}"
-        for seed in range(args.seeds):
+        for seed in seeds:
             for arm in arms:
                 overrides, factor = ARMS[arm]
                 name = f"{arm}-{seed}"
                 run_study(url, name, seed, args.trials * factor, args.tokens, [*SPACES[args.space], *overrides])
                 results[arm].append(optuna.load_study(study_name=name, storage=url).get_trials())
                 print(f"done {name}", file=sys.stderr, flush=True)
+    return [str(seed) for seed in seeds], results
+
+
+def kept(files: list[Path], arms: list[str]) -> tuple[list[str], Results]:
+    """The studies that earlier runs kept (`--keep`), pooled: every seed that ran all the arms."""
+    labels: list[str] = []
+    results: Results = {arm: [] for arm in arms}
+    for file in files:
+        if not file.is_file():
+            sys.exit(f"error: --analyze {file}: no such file; name files that --keep wrote")
+        url = f"sqlite:///{file.resolve()}"
+        try:
+            names = {summary.study_name for summary in optuna.get_all_study_summaries(url)}
+        except sqlalchemy.exc.DatabaseError:
+            sys.exit(f"error: --analyze {file} is not a study database; name files that --keep wrote")
+        for seed in sorted(int(name.removeprefix("tpe-")) for name in names if name.startswith("tpe-")):
+            missing = [f"{arm}-{seed}" for arm in arms if f"{arm}-{seed}" not in names]
+            if missing:
+                sys.exit(f"error: {file} has tpe-{seed} but not {', '.join(missing)}; name only --arms it ran")
+            labels.append(f"{file.name}:{seed}" if len(files) > 1 else str(seed))
+            for arm in arms:
+                results[arm].append(optuna.load_study(study_name=f"{arm}-{seed}", storage=url).get_trials())
+    if not labels:
+        sys.exit(f"error: no tpe-<seed> study in {', '.join(map(str, files))}; name files that --keep wrote")
+    return labels, results
+
+
+def report(labels: list[str], results: Results) -> None:
     scale = bounds([t for runs in results.values() for trials in runs for t in trials])
     curves = {arm: [trajectory(trials, scale) for trials in runs] for arm, runs in results.items()}
-    means = {arm: mean_curve(runs) for arm, runs in curves.items()}
+    grid = np.unique([spent for runs in curves.values() for curve in runs for spent, _ in curve])
+    rows = {arm: on_grid(runs, grid) for arm, runs in curves.items()}
+    tpe, tpe_tokens = rows["tpe"], np.array([curve[-1][0] for curve in curves["tpe"]])
+    half = np.searchsorted(grid, tpe_tokens.mean() / 2, side="right") - 1
 
-    print(f"space {args.space}: {args.seeds} seeds, {args.trials} trials of {args.tokens:,} tokens")
-    rungs = PrunerConfig(name="moasha").rungs(args.tokens)
+    full = next(t for t in results["tpe"][0] if t.state == TrialState.COMPLETE)
+    tokens = full.user_attrs["config"]["budget"]["tokens"]
+    print(f"{len(labels)} seeds, {len(results['tpe'][0])} trials of {tokens:,} tokens without pruning")
+    rungs = PrunerConfig(name="moasha").rungs(tokens)
     print(f"pruned arms: x{ARMS['tpe+moasha'][1]} trials, {' '.join(PRUNED)}, rungs at {rungs} tokens")
     (acc_lo, acc_hi), (tps_lo, tps_hi) = scale
     print(f"normalised: val_accuracy {acc_lo:.4f}..{acc_hi:.4f}, tokens_per_sec {tps_lo:,.0f}..{tps_hi:,.0f}")
     print("reference point: the nadir, (0, 0) once normalised; HV: averaged over the seeds\n")
-    target, budget = means["tpe"][-1][1], statistics.mean(curve[-1][0] for curve in curves["tpe"])
     print(f"{'arm':<12}{'final HV':>10}{'tokens spent':>15}{'pruned':>8}{'HV at half of TPE tokens':>26}")
     for arm, runs in curves.items():
         spent = statistics.mean(curve[-1][0] for curve in runs)
         pruned = statistics.mean(sum(t.state == TrialState.PRUNED for t in trials) for trials in results[arm])
-        print(f"{arm:<12}{means[arm][-1][1]:>10.4f}{spent:>15,.0f}{pruned:>8.1f}{hv_at(means[arm], budget / 2):>26.4f}")
+        print(
+            f"{arm:<12}{rows[arm][:, -1].mean():>10.4f}{spent:>15,.0f}{pruned:>8.1f}{rows[arm][:, half].mean():>26.4f}"
+        )
 
     print("\ntokens to reach TPE's final hypervolume, as a fraction of TPE's tokens")
     print("(mean: the seeds' averaged curve against TPE's averaged final hypervolume)")
-    print(f"{'arm':<12}" + "".join(f"{'seed ' + str(seed):>13}" for seed in range(args.seeds)) + f"{'mean':>13}")
-    shares = {}
-    for arm in arms:
-        seeds = "".join(
-            f"{fraction(share_to_reach(curve, tpe)):>13}" for tpe, curve in zip(curves["tpe"], curves[arm], strict=True)
+    print(f"{'seed':<12}" + "".join(f"{arm:>13}" for arm in curves))
+    for i, label in enumerate(labels):
+        seed = [i]
+        print(
+            f"{label:<12}"
+            + "".join(f"{fraction(share(tpe[seed], tpe_tokens[seed], rows[arm][seed], grid)):>13}" for arm in curves)
         )
-        reached = tokens_to_reach(means[arm], target)
-        shares[arm] = None if reached is None else reached / budget
-        print(f"{arm:<12}{seeds}{fraction(shares[arm]):>13}")
-    if "tpe+moasha" in shares:
-        share = shares["tpe+moasha"]
-        verdict = "not reached" if share is None else f"{share:.3f}, {'met' if share <= 0.5 else 'not met'}"
+    print(f"{'mean':<12}" + "".join(f"{fraction(share(tpe, tpe_tokens, rows[arm], grid)):>13}" for arm in curves))
+    for arm in curves:
+        if arm != "tpe":
+            shares = interval(tpe, tpe_tokens, rows[arm], grid)
+            low, high = np.quantile(shares, [0.1, 0.9], method="inverted_cdf")
+            print(
+                f"{arm}: the mean over {RESAMPLES} resamples of the seeds: {fraction(low)}..{fraction(high)} "
+                f"(10th..90th percentile), <= 0.50 in {np.mean(shares <= 0.5):.0%} of them"
+            )
+    if "tpe+moasha" in curves:
+        value = share(tpe, tpe_tokens, rows["tpe+moasha"], grid)
+        verdict = "not reached" if math.isinf(value) else f"{value:.3f}, {'met' if value <= 0.5 else 'not met'}"
         print(f"goal: tpe+moasha's mean <= 0.50 ({verdict})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, first-seed + 1, ...")
+    parser.add_argument("--trials", type=int, default=16, help="trials per study without pruning")
+    parser.add_argument("--tokens", type=int, default=200_000, help="training tokens per full trial")
+    parser.add_argument("--space", choices=list(SPACES), default="knobs", help="the searched space (see SPACES)")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=DEFAULT_ARMS, help="tpe always runs")
+    parser.add_argument("--keep", type=Path, help="keep the studies in this SQLite file (must not exist yet)")
+    parser.add_argument("--analyze", type=Path, nargs="+", help="run nothing: pool the studies these --keep files hold")
+    args = parser.parse_args()
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"--keep {args.keep} exists already; name a new file")
+    arms = ["tpe", *(arm for arm in args.arms if arm != "tpe")]
+    report(*(kept(args.analyze, arms) if args.analyze else run(args, arms)))
 
 
 if __name__ == "__main__":
