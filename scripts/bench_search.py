@@ -217,24 +217,24 @@ def report(labels: list[str], results: Results) -> None:
 
     print("\ntokens to reach TPE's final hypervolume, as a fraction of TPE's tokens")
     print("(mean: the seeds' averaged curve against TPE's averaged final hypervolume)")
-    print(f"{'seed':<12}" + "".join(f"{arm:>13}" for arm in curves))
+    width = max(len(label) for label in [*labels, "seed"]) + 2
+    print(f"{'seed':<{width}}" + "".join(f"{arm:>13}" for arm in curves))
     for i, label in enumerate(labels):
         seed = [i]
-        print(
-            f"{label:<12}"
-            + "".join(f"{fraction(share(tpe[seed], tpe_tokens[seed], rows[arm][seed], grid)):>13}" for arm in curves)
-        )
-    print(f"{'mean':<12}" + "".join(f"{fraction(share(tpe, tpe_tokens, rows[arm], grid)):>13}" for arm in curves))
+        shares = [share(tpe[seed], tpe_tokens[seed], rows[arm][seed], grid) for arm in curves]
+        print(f"{label:<{width}}" + "".join(f"{fraction(value):>13}" for value in shares))
+    means = {arm: share(tpe, tpe_tokens, rows[arm], grid) for arm in curves}
+    print(f"{'mean':<{width}}" + "".join(f"{fraction(value):>13}" for value in means.values()))
     for arm in curves:
         if arm != "tpe":
-            shares = interval(tpe, tpe_tokens, rows[arm], grid)
-            low, high = np.quantile(shares, [0.1, 0.9], method="inverted_cdf")
+            resampled = interval(tpe, tpe_tokens, rows[arm], grid)
+            low, high = np.quantile(resampled, [0.1, 0.9], method="inverted_cdf")
             print(
                 f"{arm}: the mean over {RESAMPLES} resamples of the seeds: {fraction(low)}..{fraction(high)} "
-                f"(10th..90th percentile), <= 0.50 in {np.mean(shares <= 0.5):.0%} of them"
+                f"(10th..90th percentile), <= 0.50 in {np.mean(resampled <= 0.5):.0%} of them"
             )
-    if "tpe+moasha" in curves:
-        value = share(tpe, tpe_tokens, rows["tpe+moasha"], grid)
+    if "tpe+moasha" in means:
+        value = means["tpe+moasha"]
         verdict = "not reached" if math.isinf(value) else f"{value:.3f}, {'met' if value <= 0.5 else 'not met'}"
         print(f"goal: tpe+moasha's mean <= 0.50 ({verdict})")
 
