@@ -16,6 +16,11 @@ its worker's clock and another worker judges it by its own, so hosts must keep t
 clocks in sync (NTP does, to far better than a grace period of seconds). What hpo keeps
 in SQL tables has a proxy-side form too: learning curves (hpo.curves), device leases
 (hpo.leases) and the order of claims (hpo.worker).
+
+One thing only the database side can do: redraw a study's dashboard figures, which
+takes the study lock (hpo.worker.study_lock) so that two writers never interleave a
+figure's chunks. Workers behind the proxy have no lock, so the proxy draws the figures
+of their studies itself (`FigureDrawer`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -115,8 +121,56 @@ def connect(
     return storage
 
 
-def serve(storage: optuna.storages.BaseStorage, url: str, host: str, port: int) -> None:
-    """Run Optuna's proxy for `storage` on host:port until interrupted."""
+class FigureDrawer:
+    """Redraws the dashboard figures of every study whose workers are behind the proxy.
+
+    Every `every` seconds it looks for studies with newly finished trials that have
+    proxy-side learning curves (a study with none has only workers on the database,
+    which draw its figures themselves), and draws them under the study lock. The figures
+    trail the trials by up to `every` seconds. Only a view: a failure is a warning.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, database: optuna.storages.RDBStorage, every: float):
+        self.storage, self.database, self.every = storage, database, every
+        self._finished = self._count_finished()  # what is there at startup was drawn by its own workers
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hpo-figures", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop after the drawing in progress, if any."""
+        self._stop.set()
+        self._thread.join()
+
+    def _count_finished(self) -> dict[str, int]:
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        return {
+            name: len(
+                self.storage.get_all_trials(self.storage.get_study_id_from_name(name), deepcopy=False, states=finished)
+            )
+            for name in optuna.get_all_study_names(self.storage)
+        }
+
+    def _run(self) -> None:
+        from hpo.curves import AttrCurves
+        from hpo.notes import save_figures
+        from hpo.worker import only_warn, study_lock
+
+        curves = AttrCurves(self.storage)
+        while not self._stop.wait(self.every):
+            with only_warn("dashboard figures of proxied studies"):
+                counts = self._count_finished()
+                for name, count in counts.items():
+                    if count == self._finished.get(name, 0) or not curves.curves(name):
+                        continue
+                    with only_warn(f"dashboard figures of study {name}"), study_lock(self.database, name):
+                        save_figures(optuna.load_study(study_name=name, storage=self.storage), curves)
+                self._finished = counts
+
+
+def serve(storage: optuna.storages.RDBStorage, url: str, host: str, port: int, figures_every: float = 10.0) -> None:
+    """Run Optuna's proxy for `storage` on host:port until interrupted, drawing the figures
+    of proxied studies every `figures_every` seconds (0: never)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
             probe.bind((host, port))
@@ -130,4 +184,10 @@ def serve(storage: optuna.storages.BaseStorage, url: str, host: str, port: int) 
         )
     print(f"gRPC storage proxy for {url} on {SCHEME}://{host}:{port}", flush=True)
     # get_storage puts Optuna's cache in front of an RDBStorage, as its proxy docs advise.
-    optuna.storages.run_grpc_proxy_server(optuna.storages.get_storage(storage), host=host, port=port)
+    cached = optuna.storages.get_storage(storage)
+    drawer = FigureDrawer(cached, storage, figures_every) if figures_every > 0 else None
+    try:
+        optuna.storages.run_grpc_proxy_server(cached, host=host, port=port)
+    finally:
+        if drawer is not None:
+            drawer.close()

@@ -176,11 +176,11 @@ class _Publisher:
         from hpo.notes import save_figures, save_trial_note
 
         for trial in trials:
-            with _only_warn(f"dashboard note of trial {trial.number}"):
+            with only_warn(f"dashboard note of trial {trial.number}"):
                 save_trial_note(self.study, trial, self.curves)
         latest = trials[-1].number
         with (
-            _only_warn(f"dashboard figures after trial {latest}"),
+            only_warn(f"dashboard figures after trial {latest}"),
             study_lock(self.storage, self.study.study_name) as exclusive,
         ):
             if exclusive:
@@ -188,7 +188,7 @@ class _Publisher:
 
 
 @contextlib.contextmanager
-def _only_warn(what: str) -> Iterator[None]:
+def only_warn(what: str) -> Iterator[None]:
     """Turn a failure into a one-line warning: the study must go on without its views."""
     try:
         yield

@@ -7,6 +7,7 @@ training it four times.
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -55,6 +56,14 @@ def note_of(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
 
     attrs = study._storage.get_study_system_attrs(study._study_id)
     return get_note_from_system_attrs(attrs, trial._trial_id)["body"]
+
+
+def figures_of(study: optuna.Study) -> dict[str, dict]:
+    """The study's dashboard figures by id, as optuna-dashboard reads them back."""
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    return {k: json.loads(v) for k, v in get_plotly_graph_objects(attrs).items()}
 
 
 def graph_keys(study: optuna.Study) -> list[str]:

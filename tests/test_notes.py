@@ -6,13 +6,10 @@ real `hpo run` wrote, as optuna-dashboard reads it, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import json
-
 import optuna
 import pytest
-from browse_helpers import MIXED, STUDY, browse_study, graph_keys, mixed_study, note_of
+from browse_helpers import MIXED, STUDY, browse_study, figures_of, graph_keys, mixed_study, note_of
 from optuna.trial import TrialState
-from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 from study_helpers import hpo_ok, load, tiny
 
 from hpo.config import compose, hpo_config
@@ -40,11 +37,6 @@ def browse(tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
     return load(mixed_study(tmp_path_factory), MIXED)
-
-
-def _figures(study: optuna.Study) -> dict[str, dict]:
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    return {k: json.loads(v) for k, v in get_plotly_graph_objects(attrs).items()}
 
 
 def test_note_of_a_completed_trial_holds_its_whole_record(browse: optuna.Study) -> None:
@@ -120,7 +112,7 @@ def test_a_pruned_trial_note_takes_its_curve_from_the_curve_table() -> None:
 
 
 def test_study_figures_have_fixed_ids_and_follow_the_trials(browse: optuna.Study) -> None:
-    figures = _figures(browse)
+    figures = figures_of(browse)
     assert sorted(figures) == sorted(GRAPH_IDS)
     history = hypervolume_history(browse)
     (volume,) = figures["hypervolume"]["data"]
@@ -136,14 +128,14 @@ def test_publishing_again_overwrites_instead_of_accumulating(
     url = browse_study(tmp_path_factory)
     storage = open_storage(url)
     study = optuna.load_study(study_name=STUDY, storage=storage)
-    before, figures = graph_keys(study), _figures(study)
+    before, figures = graph_keys(study), figures_of(study)
     last = study.trials[-1]
     note = note_of(study, last)
     for _ in range(2):
         save_trial_note(study, last, CurveStore(storage.engine))
         save_figures(study, CurveStore(storage.engine), latest=last.number)
     assert graph_keys(study) == before
-    assert _figures(study) == figures
+    assert figures_of(study) == figures
     assert note_of(study, last) == note
 
 
@@ -153,7 +145,7 @@ def test_run_publishes_notes_and_figures_on_each_backend(storage_url: str) -> No
     study = load(storage_url, name)
     for trial in study.trials:
         assert note_of(study, trial).startswith(f"## Trial {trial.number}: ")
-    figures = _figures(study)
+    figures = figures_of(study)
     assert sorted(figures) == sorted(GRAPH_IDS)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(figures["hypervolume"]["data"][0]["y"]) == len(complete)

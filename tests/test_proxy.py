@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from browse_helpers import figures_of
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from study_helpers import (
@@ -36,6 +37,7 @@ from study_helpers import (
 
 from hpo.curves import AttrCurves, CurveStore
 from hpo.errors import HpoError
+from hpo.figures import GRAPH_IDS
 from hpo.leases import FileLeases
 from hpo.storage import open_storage
 from hpo.train import EvalEvent
@@ -56,7 +58,7 @@ def _connect(url: str) -> optuna.storages.BaseStorage | None:
 def proxy(storage_url: str) -> Iterator[str]:
     """`hpo proxy` on the test's database; yields its grpc:// URL."""
     url = f"grpc://127.0.0.1:{free_port()}"
-    server = start_hpo("proxy", "--storage", storage_url, "--port", url.rsplit(":", 1)[1])
+    server = start_hpo("proxy", "--storage", storage_url, "--port", url.rsplit(":", 1)[1], "--figures-every", "1")
     try:
         wait_for(lambda: server.poll() is not None or _connect(url), timeout=60, what="the proxy to answer")
         assert server.poll() is None, server.communicate()
@@ -103,6 +105,22 @@ def test_workers_behind_the_proxy_run_exactly_the_target(storage_url: str, proxy
     # the study reads the same through the proxy as from the database
     shown = hpo_ok("show", name, "--storage", proxy)
     assert shown.stdout == hpo_ok("show", name, "--storage", storage_url).stdout
+
+
+def test_the_proxy_draws_the_figures_of_proxied_studies(storage_url: str, proxy: str, tmp_path: Path) -> None:
+    """Workers behind the proxy hold no study lock, so the proxy draws the dashboard figures."""
+    name = "proxied-figures"
+    hpo_ok("run", *tiny(name, 3), "--storage", storage_url, "--create-only")
+    _finish([_start_worker(name, proxy, tmp_path / "leases") for _ in range(2)])
+
+    def drawn() -> dict[str, dict] | None:
+        figures = figures_of(load(storage_url, name))
+        return figures if len(figures.get("hypervolume", {"data": [{"y": []}]})["data"][0]["y"]) == 3 else None
+
+    figures = wait_for(drawn, timeout=60, what="the proxy to draw the figures of all 3 trials")
+    assert sorted(figures) == sorted(GRAPH_IDS)
+    curves = {trace["name"] for trace in figures["learning-curves"]["data"]}
+    assert curves == {f"trial {n}" for n in range(3)}  # from the curves the workers sent through the proxy
 
 
 def test_pruning_behind_the_proxy_reads_rungs_from_trial_attributes(sqlite_url: str, tmp_path: Path) -> None:
@@ -210,6 +228,7 @@ def test_worker_waits_for_a_missing_proxy_then_gives_up_in_one_line() -> None:
         (("studies", "--storage", "grpc://h:1/db"), "grpc://HOST:PORT"),
         (("proxy", "--storage", "grpc://127.0.0.1:1"), "a proxy serves a database"),
         (("proxy", "--storage", "mysql://u@h/db"), "unsupported database"),
+        (("proxy", "--figures-every", "-5"), "--figures-every -5 is negative"),
     ],
 )
 def test_bad_proxy_input_is_one_error_line(args: tuple[str, ...], fragment: str) -> None:
