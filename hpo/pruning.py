@@ -1,7 +1,7 @@
 """Early stopping for hpo's studies: multi-objective asynchronous successive halving.
 
-MO-ASHA (Schmucker et al. 2021): rungs at token budgets r_min * eta^k below the full
-budget. When a trial reaches a rung it continues only if it ranks in the top 1/eta of
+MO-ASHA (Schmucker et al. 2021): rungs at token budgets r_min * eta^k, each at most the
+budget / eta. When a trial reaches a rung it continues only if it ranks in the top 1/eta of
 all trials that reached that rung, ranked by non-dominated sorting of its objectives at
 the rung, ties within a front broken by crowding distance (NSGA-II's, which keeps the
 ends and the sparse parts of a front). A rung with fewer than `min_trials` trials stops
@@ -63,16 +63,18 @@ class PrunerConfig:
             raise HpoError(f"pruner.min_trials={self.min_trials} must be at least 1")
 
     def rungs(self, budget_tokens: int) -> list[int]:
-        """Token counts where trials are compared, strictly below the full budget.
+        """Token counts where trials are compared: min_tokens x eta^k, as long as the next
+        level (the rung times eta) fits in the budget, as in ASHA, where the last rung
+        promotes to the full budget. A rung just short of the budget (66,666 x 3 = 199,998
+        of 200,000) would stop trials that had paid for nearly all of it.
 
         The default rungs are the budget / eta^2 and / eta, divided down from the budget: built
-        up from a rounded first rung instead, the last one would land a few tokens short of
-        the budget and stop trials that had paid for all of it.
+        up from a rounded first rung instead, the last one could miss the budget / eta.
         """
         if self.min_tokens is None:
             return sorted({budget_tokens // self.eta**k for k in (2, 1)} - {0})
         out, rung = [], self.min_tokens
-        while rung < budget_tokens:
+        while rung * self.eta <= budget_tokens:
             out.append(rung)
             rung *= self.eta
         return out

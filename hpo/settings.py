@@ -93,6 +93,12 @@ class HpoConfig:
                     f"pruner.min_tokens={first} is not below budget.tokens={tokens}, so no trial would ever be "
                     f"compared; lower it (or use pruner=none)"
                 )
+            if self.pruner.name == "moasha" and first is not None and not self.pruner.rungs(tokens):
+                eta = self.pruner.eta
+                raise HpoError(
+                    f"pruner.min_tokens={first} leaves no rung: the trials a rung keeps go on to min_tokens x eta = "
+                    f"{first * eta} tokens, beyond budget.tokens={tokens}; lower it to {tokens // eta} or less"
+                )
 
     @property
     def space(self) -> SearchSpace:

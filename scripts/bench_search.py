@@ -127,11 +127,13 @@ def share(tpe: np.ndarray, tpe_tokens: np.ndarray, arm: np.ndarray, grid: np.nda
     return float(grid[reached[0]] / tpe_tokens.mean()) if reached.size else math.inf
 
 
-def interval(tpe: np.ndarray, tpe_tokens: np.ndarray, arm: np.ndarray, grid: np.ndarray) -> np.ndarray:
+def interval(
+    tpe: np.ndarray, tpe_tokens: np.ndarray, arm: np.ndarray, grid: np.ndarray, resamples: int = RESAMPLES
+) -> np.ndarray:
     """`share` over resamples of the seeds (with replacement, arms kept paired by seed):
     what the same benchmark would likely report with other seeds."""
     rng = np.random.default_rng(0)
-    picks = rng.integers(0, len(tpe), size=(RESAMPLES, len(tpe)))
+    picks = rng.integers(0, len(tpe), size=(resamples, len(tpe)))
     return np.array([share(tpe[p], tpe_tokens[p], arm[p], grid) for p in picks])
 
 

@@ -77,7 +77,11 @@ def test_rungs_grow_by_eta_below_the_budget() -> None:
     assert PrunerConfig(name="moasha", eta=3).rungs(270_000) == [30_000, 90_000]
     # divided down from the budget: no rung a few tokens short of it (22_222 * 9 = 199_998)
     assert PrunerConfig(name="moasha", eta=3).rungs(200_000) == [22_222, 66_666]
-    assert PrunerConfig(name="moasha", eta=2, min_tokens=1000).rungs(10_000) == [1000, 2000, 4000, 8000]
+    # a rung's kept trials go on to eta times its tokens, which must fit in the budget
+    assert PrunerConfig(name="moasha", eta=2, min_tokens=1000).rungs(10_000) == [1000, 2000, 4000]
+    assert PrunerConfig(name="moasha", eta=2, min_tokens=1000).rungs(8_000) == [1000, 2000, 4000]
+    assert PrunerConfig(name="moasha", min_tokens=66_666).rungs(200_000) == [66_666]  # not 199_998 too
+    assert PrunerConfig(name="moasha", min_tokens=22_222).rungs(200_000) == [22_222, 66_666]
     assert PrunerConfig(name="moasha", min_tokens=50_000).rungs(10_000) == []
 
 
@@ -91,6 +95,12 @@ def test_bad_pruner_settings_name_the_fix() -> None:
             train=TrainConfig(budget=BudgetConfig(steps=10)),
             search_space={"n_layer": {"low": 1, "high": 2}},
             pruner=PrunerConfig(name="moasha"),
+        )
+    with pytest.raises(HpoError, match=r"pruner\.min_tokens=100000 leaves no rung: .* 300000 tokens, beyond .* 66666"):
+        HpoConfig(
+            train=TrainConfig(budget=BudgetConfig(tokens=200_000)),
+            search_space={"n_layer": {"low": 1, "high": 2}},
+            pruner=PrunerConfig(name="moasha", min_tokens=100_000),
         )
     with pytest.raises(HpoError, match=r"pruner\.min_tokens=300000 is not below budget\.tokens=200000"):
         HpoConfig(

@@ -1,0 +1,171 @@
+"""Replay MO-ASHA on stored learning curves: what a pruner setting would have saved.
+
+Each number of bench_search mixes the pruner with the sampler (TPE reacts to pruned
+trials) and with timing noise (a trial's throughput moves 5-10% between identical runs
+on 2 cores), and five seeds cannot tell them apart. This replay isolates the pruner. It
+pools the completed trials of finished studies that ran without pruning, whose whole
+learning curves are in the database, and draws from them at random, with replacement:
+once as a search without pruning (`--trials` draws, each at its full cost), once under
+MO-ASHA (`--factor` times as many draws, each stopped or kept at the rungs by
+`hpo.pruning.keeps` on its stored values there, costing the tokens it reached). Over
+`--replays` such pairs, the two hypervolume-against-tokens curves are averaged and
+compared as bench_search compares its arms. Both arms draw from the same pool, so only
+the pruner differs; hundreds of replays take seconds.
+
+A rung is judged on each trial's first evaluation at or after it. bench_search's studies
+evaluate every budget / 9 (train.evals=9), where the default rungs fall.
+
+    python scripts/bench_search.py --keep search.db                  # studies to replay
+    python scripts/replay_pruning.py sqlite:///search.db              # hpo's default rungs
+    python scripts/replay_pruning.py sqlite:///search.db --min-tokens 66666   # one rung at budget / 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import optuna
+from bench_search import Curve, fraction, interval, on_grid, share
+from optuna.trial import FrozenTrial
+
+from hpo.curves import CurveStore
+from hpo.errors import HpoError
+from hpo.frontier import feasible_complete, hypervolume
+from hpo.pruning import PrunerConfig, keeps
+from hpo.storage import open_storage
+from hpo.train import EvalEvent
+
+GRID_POINTS = 2001  # token counts the averaged curves are compared at
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
+
+
+class Pool:
+    """Completed trials of unpruned studies, with their curves and normalised final values."""
+
+    def __init__(self, url: str, names: Sequence[str]) -> None:
+        storage = open_storage(url, must_exist=True)
+        assert isinstance(storage, optuna.storages.RDBStorage), "replay reads the curve table: give a database URL"
+        table = CurveStore(storage.engine)
+        studies = {summary.study_name: summary for summary in optuna.get_all_study_summaries(storage)}
+        chosen, names = bool(names), list(names) or sorted(studies)
+        if missing := sorted(set(names) - set(studies)):
+            sys.exit(f"error: no study {', '.join(missing)} in {url}; `hpo studies --storage {url}` lists them")
+        self.trials: list[FrozenTrial] = []
+        self.curves: list[list[EvalEvent]] = []
+        self.studies: list[str] = []
+        for name in names:
+            study = optuna.load_study(study_name=name, storage=storage)
+            trials = study.get_trials(deepcopy=False)
+            if any("rung" in t.user_attrs for t in trials):
+                if chosen:
+                    sys.exit(f"error: study {name} ran with a pruner; replay studies that ran without one")
+                continue
+            curves = table.curves(name)
+            done = [t for t in feasible_complete(trials) if t.number in curves]
+            self.trials += done
+            self.curves += [curves[t.number] for t in done]
+            self.studies.append(name)
+            self.objectives = study.metric_names or []
+        if not self.trials:
+            sys.exit(f"error: no completed trial with a learning curve in an unpruned study of {url}")
+        values = np.array([t.values for t in self.trials])
+        low, high = values.min(axis=0), values.max(axis=0)
+        self.points = [tuple(v) for v in (values - low) / np.where(high > low, high - low, 1.0)]
+        self.budget = int(self.trials[0].user_attrs["config"]["budget"]["tokens"])
+
+    def cost(self, i: int) -> int:
+        return int(self.trials[i].user_attrs["tokens"])
+
+    def at(self, i: int, tokens: int) -> EvalEvent:
+        """Trial i's first evaluation at or after `tokens` (its last if none is)."""
+        return next((e for e in self.curves[i] if e.tokens >= tokens), self.curves[i][-1])
+
+
+def without_pruning(pool: Pool, draws: list[int]) -> Curve:
+    spent, front, out = 0, [], []
+    for i in draws:
+        spent += pool.cost(i)
+        front.append(pool.points[i])
+        out.append((spent, hypervolume(front)))
+    return out
+
+
+def with_pruning(pool: Pool, draws: list[int], pruner: PrunerConfig) -> Curve:
+    """MO-ASHA over the draws in order; a draw is a trial of its own, even when drawn twice."""
+    rungs = pruner.rungs(pool.budget)
+    seen: dict[int, dict[int, tuple[float, ...]]] = {rung: {} for rung in rungs}
+    spent, front, out = 0, [], []
+    for k, i in enumerate(draws):
+        stopped_at = None
+        for rung in rungs:
+            event = pool.at(i, rung)
+            seen[rung][k] = tuple(float(getattr(event, name)) for name in pool.objectives)
+            if not keeps(seen[rung], k, pruner.eta, pruner.min_trials, pruner.keep_front):
+                stopped_at = event.tokens
+                break
+        if stopped_at is None:
+            spent += pool.cost(i)
+            front.append(pool.points[i])
+        else:
+            spent += stopped_at
+        out.append((spent, hypervolume(front)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("storage", metavar="URL", help="database of the studies to replay (SQLite or PostgreSQL)")
+    parser.add_argument("--studies", nargs="+", default=[], metavar="NAME", help="default: every unpruned study")
+    parser.add_argument("--trials", type=int, default=16, help="draws per search without pruning")
+    parser.add_argument("--factor", type=int, default=3, help="draws with pruning, per draw without")
+    parser.add_argument("--replays", type=int, default=200)
+    parser.add_argument("--eta", type=int, default=3)
+    parser.add_argument("--min-tokens", type=int, help="first rung (default: the budget / eta^2)")
+    parser.add_argument("--min-trials", type=int, default=2, help="a rung with fewer trials stops none")
+    parser.add_argument("--strict", action="store_true", help="the paper's top 1/eta only (no keep_front)")
+    args = parser.parse_args()
+    try:
+        pruner = PrunerConfig("moasha", args.eta, args.min_tokens, args.min_trials, keep_front=not args.strict)
+        pool = Pool(args.storage, args.studies)
+    except HpoError as exc:
+        sys.exit(f"error: {exc}")
+
+    rng = random.Random(0)
+    full, pruned = [], []
+    for _ in range(args.replays):
+        full.append(without_pruning(pool, rng.choices(range(len(pool.trials)), k=args.trials)))
+        pruned.append(with_pruning(pool, rng.choices(range(len(pool.trials)), k=args.trials * args.factor), pruner))
+    grid = np.linspace(0, max(curve[-1][0] for curve in full + pruned), GRID_POINTS)
+    runs = {"without pruning": full, "MO-ASHA": pruned}
+    rows = {arm: on_grid(curves, grid) for arm, curves in runs.items()}
+    tokens = {arm: np.array([curve[-1][0] for curve in curves]) for arm, curves in runs.items()}
+    reference = tokens["without pruning"].mean()
+
+    print(f"pool: {len(pool.trials)} completed trials of {pool.budget:,} tokens from {len(pool.studies)} studies")
+    rule = "strict top 1/eta" if args.strict else "keep_front"
+    print(f"MO-ASHA: eta {args.eta}, rungs at {pruner.rungs(pool.budget)} tokens, min_trials {args.min_trials}, {rule}")
+    print(f"{args.replays} replays of {args.trials} draws without pruning and {args.trials * args.factor} with")
+    print("HV: normalised to the pool's worst and best values, averaged over the replays\n")
+    print(f"{'':<16}{'final HV':>10}{'tokens spent':>15}{'HV at half / all of the unpruned tokens':>41}")
+    for arm, curves in runs.items():
+        half, whole = on_grid(curves, np.array([reference / 2, reference])).mean(axis=0)
+        print(f"{arm:<16}{rows[arm][:, -1].mean():>10.4f}{tokens[arm].mean():>15,.0f}{half:>33.4f} / {whole:.4f}")
+    reached = share(rows["without pruning"], tokens["without pruning"], rows["MO-ASHA"], grid)
+    low, high = np.quantile(
+        interval(rows["without pruning"], tokens["without pruning"], rows["MO-ASHA"], grid, resamples=200),
+        [0.1, 0.9],
+        method="inverted_cdf",
+    )
+    print(
+        f"\nMO-ASHA reached the final hypervolume without pruning with {fraction(reached)} of its tokens "
+        f"({fraction(low)}..{fraction(high)} over resamples of the replays, 10th..90th percentile)"
+    )
+
+
+if __name__ == "__main__":
+    main()
