@@ -16,8 +16,8 @@ A rung is judged on each trial's first evaluation at or after it. bench_search's
 evaluate every budget / 9 (train.evals=9), where the default rungs fall.
 
     python scripts/bench_search.py --keep search.db                  # studies to replay
-    python scripts/replay_pruning.py sqlite:///search.db              # hpo's default rungs
-    python scripts/replay_pruning.py sqlite:///search.db --min-tokens 66666   # one rung at budget / 3
+    python scripts/replay_pruning.py --storage sqlite:///search.db              # hpo's default rungs
+    python scripts/replay_pruning.py --storage sqlite:///search.db --min-tokens 66666   # one rung at budget / 3
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial
 from hpo.curves import CurveStore
 from hpo.errors import HpoError
 from hpo.frontier import feasible_complete, hypervolume
+from hpo.proxy import is_grpc
 from hpo.pruning import PrunerConfig, keeps
 from hpo.storage import open_storage
 from hpo.train import EvalEvent
@@ -48,8 +49,10 @@ class Pool:
     """Completed trials of unpruned studies, with their curves and normalised final values."""
 
     def __init__(self, url: str, names: Sequence[str]) -> None:
+        if is_grpc(url):
+            sys.exit(f"error: --storage {url} is a proxy; the replay reads the curve table: give the database's URL")
         storage = open_storage(url, must_exist=True)
-        assert isinstance(storage, optuna.storages.RDBStorage), "replay reads the curve table: give a database URL"
+        assert isinstance(storage, optuna.storages.RDBStorage)
         table = CurveStore(storage.engine)
         studies = {summary.study_name: summary for summary in optuna.get_all_study_summaries(storage)}
         chosen, names = bool(names), list(names) or sorted(studies)
@@ -119,7 +122,7 @@ def with_pruning(pool: Pool, draws: list[int], pruner: PrunerConfig) -> Curve:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("storage", metavar="URL", help="database of the studies to replay (SQLite or PostgreSQL)")
+    parser.add_argument("--storage", required=True, metavar="URL", help="database of the studies (SQLite, PostgreSQL)")
     parser.add_argument("--studies", nargs="+", default=[], metavar="NAME", help="default: every unpruned study")
     parser.add_argument("--trials", type=int, default=16, help="draws per search without pruning")
     parser.add_argument("--factor", type=int, default=3, help="draws with pruning, per draw without")
@@ -134,6 +137,11 @@ def main() -> None:
         pool = Pool(args.storage, args.studies)
     except HpoError as exc:
         sys.exit(f"error: {exc}")
+    if not pruner.rungs(pool.budget):
+        sys.exit(
+            f"error: --min-tokens {args.min_tokens} leaves no rung in a budget of {pool.budget:,} tokens; "
+            f"give at most {pool.budget // args.eta}"
+        )
 
     rng = random.Random(0)
     full, pruned = [], []
