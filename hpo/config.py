@@ -80,6 +80,8 @@ def _one_line(exc: Exception) -> str:
                 f"to replace the whole entry write ~{key} +{key}={value}"
             )
         return f"unknown config key {key}; `hpo config` prints the keys that exist"
+    if first.startswith("Could not delete"):
+        return f"{first.removesuffix('.')}; `hpo config` prints the keys that exist"
     if "Available options" in str(exc):
         block = str(exc).split("Available options", 1)[1].split("Config search path")[0]
         options = [line.strip() for line in block.splitlines()[1:] if line.strip()]

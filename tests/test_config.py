@@ -119,6 +119,8 @@ def test_switching_the_budget_kind() -> None:
             ["experiment=smoke", "search_space.n_layer={choices:[1]}"],
             ["search_space.n_layer has no key 'choices'", "~search_space.n_layer +search_space.n_layer={choices:[1]}"],
         ),
+        # deleting a key that is not there
+        (["~model.n_layers"], ["'model.n_layers' does not exist", "hpo config"]),
         # malformed overrides
         (["model.n_layer=["], ["malformed"]),
         (["model.n_layer=1)"], ["malformed"]),
