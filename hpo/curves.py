@@ -22,6 +22,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import FrozenTrial
 
+from hpo.storage import create_tables
 from hpo.train import EvalEvent
 
 _metadata = sa.MetaData()
@@ -69,7 +70,7 @@ class CurveStore:
 
     def __init__(self, engine: sa.engine.Engine) -> None:
         self.engine = engine
-        _metadata.create_all(engine, checkfirst=True)
+        create_tables(engine, _metadata)
 
     def record(self, study: str, trial: int, event: EvalEvent) -> None:
         with self.engine.begin() as conn:

@@ -32,6 +32,8 @@ from typing import IO
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from hpo.storage import create_tables
+
 _metadata = sa.MetaData()
 LEASES = sa.Table(
     "hpo_device_leases",
@@ -79,7 +81,7 @@ class DeviceLeases(Leases):
         self.engine = engine
         self.ttl = ttl
         self.host = host or os.environ.get("HPO_LEASE_HOST") or platform.node()
-        _metadata.create_all(engine, checkfirst=True)
+        create_tables(engine, _metadata)
 
     def try_acquire(self, pool: Sequence[int], n: int, owner: str) -> list[int] | None:
         now = time.time()

@@ -8,6 +8,7 @@ terminal or a log. Heartbeats turn a trial whose worker died into a retried tria
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hpo import proxy
 from hpo.errors import HpoError
@@ -152,6 +154,26 @@ def _write_ahead_log(engine: sqlalchemy.engine.Engine) -> None:
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
     engine.dispose()  # connections opened by RDBStorage's set-up reopen with the pragmas
+
+
+# The PostgreSQL advisory lock under which hpo creates its tables (hashed as the study locks are).
+_TABLES_LOCK = int.from_bytes(hashlib.sha256(b"hpo:tables").digest()[:8], "big", signed=True)
+
+
+def create_tables(engine: sqlalchemy.engine.Engine, metadata: sqlalchemy.MetaData) -> None:
+    """Create hpo's own tables and their indexes where missing, safely when workers start
+    together. `create_all(checkfirst=True)` is not safe: two workers can both find a table
+    missing, and the second CREATE fails ("already exists" on SQLite, a unique violation
+    in pg_type on PostgreSQL, even with IF NOT EXISTS). So every statement says IF NOT
+    EXISTS, which SQLite decides under its write lock, and on PostgreSQL the creation
+    holds a transaction-scoped advisory lock."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _TABLES_LOCK})
+        for table in metadata.sorted_tables:
+            conn.execute(CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 def close_all() -> None:

@@ -12,9 +12,10 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -22,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 from study_helpers import tiny
 
+from hpo.curves import CurveStore
 from hpo.leases import LEASES, DeviceLeases, FileLeases, Leases
 
 POOL = [0, 1, 2, 3]
@@ -43,6 +45,29 @@ def engine(storage_url: str) -> Iterator[sa.engine.Engine]:
 def expiry(engine: sa.engine.Engine, owner: str) -> list[float]:
     with engine.connect() as conn:
         return list(conn.scalars(sa.select(LEASES.c.expires_at).where(LEASES.c.owner == owner)))
+
+
+def test_workers_starting_together_create_hpo_tables_once(storage_url: str) -> None:
+    """Every worker creates hpo's tables on first use; on PostgreSQL, two concurrent CREATE
+    TABLEs of one name fail even under checkfirst, so hpo serialises the creation."""
+    starters = 8
+    barrier = threading.Barrier(starters)
+    engines = [make_engine(storage_url) for _ in range(starters)]
+
+    def start(engine: sa.engine.Engine) -> None:
+        barrier.wait()
+        DeviceLeases(engine, ttl=60, host="h")
+        CurveStore(engine)
+
+    try:
+        with ThreadPoolExecutor(starters) as pool:
+            for future in [pool.submit(start, engine) for engine in engines]:
+                future.result()
+        tables = set(sa.inspect(engines[0]).get_table_names())
+        assert {"hpo_device_leases", "hpo_learning_curves"} <= tables
+    finally:
+        for engine in engines:
+            engine.dispose()
 
 
 def test_acquire_gives_distinct_devices_of_the_pool(engine: sa.engine.Engine) -> None:
