@@ -156,8 +156,13 @@ def _write_ahead_log(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()  # connections opened by RDBStorage's set-up reopen with the pragmas
 
 
-# The PostgreSQL advisory lock under which hpo creates its tables (hashed as the study locks are).
-_TABLES_LOCK = int.from_bytes(hashlib.sha256(b"hpo:tables").digest()[:8], "big", signed=True)
+def advisory_key(name: str) -> int:
+    """The 64-bit PostgreSQL advisory-lock key of a lock hpo names (a study's, its tables')."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+# Study locks are "hpo:STUDY" (hpo.worker.study_lock); this name cannot be one of them.
+_TABLES_LOCK = advisory_key("hpo-tables")
 
 
 def create_tables(engine: sqlalchemy.engine.Engine, metadata: sqlalchemy.MetaData) -> None:

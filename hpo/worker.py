@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.curves import Curves
 from hpo.objective import TrialStores, run_trial
 from hpo.settings import HpoConfig
-from hpo.storage import Storage
+from hpo.storage import Storage, advisory_key
 from hpo.study import ATTR_MESSAGE, ATTR_REASON, SURPLUS, counted_trials, slot_takers, target
 from hpo.train import EvalEvent
 
@@ -50,7 +50,7 @@ def study_lock(storage: Storage, study_name: str) -> Iterator[bool]:
         return
     engine: sqlalchemy.engine.Engine = storage.engine
     if engine.dialect.name == "postgresql":
-        key = int.from_bytes(hashlib.sha256(f"hpo:{study_name}".encode()).digest()[:8], "big", signed=True)
+        key = advisory_key(f"hpo:{study_name}")
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
             try:
