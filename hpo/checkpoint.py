@@ -15,7 +15,7 @@ from hpo.data import Tokenizer
 from hpo.errors import HpoError
 from hpo.model import GPT
 from hpo.structured import build
-from hpo.train import TrainConfig
+from hpo.trainspec import TrainConfig
 
 
 def save_checkpoint(path: str | Path, model: GPT, config: TrainConfig, tokenizer: Tokenizer) -> None:

@@ -48,7 +48,8 @@ def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     from hpo.config import compose, hpo_config
     from hpo.feasibility import infeasible_reason
     from hpo.tables import format_table
-    from hpo.train import EvalEvent, train
+    from hpo.train import train
+    from hpo.trainspec import EvalEvent
 
     _with_overrides(parser)
     parser.add_argument("--checkpoint", metavar="PATH", help="save the trained model (same as train.checkpoint=PATH)")
@@ -133,9 +134,9 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "resume": (_study_command("resume", trains=True), "continue a stored study from the database alone"),
     "worker": (_study_command("worker", trains=True), "join a running study"),
     "proxy": (_study_command("proxy"), "serve a database to many workers through Optuna's gRPC proxy"),
-    "studies": (_study_command("studies"), "list the studies in a database"),
-    "show": (_study_command("show"), "Pareto front and best trials of a study"),
-    "export": (_study_command("export"), "all trials of a study as CSV or JSON"),
+    "studies": (_study_command("studies", "cli_browse"), "list the studies in a database"),
+    "show": (_study_command("show", "cli_browse"), "Pareto front and best trials of a study"),
+    "export": (_study_command("export", "cli_browse"), "all trials of a study as CSV or JSON"),
     "dashboard": (_study_command("dashboard", "cli_browse"), "optuna-dashboard on the studies' database"),
     "report": (_study_command("report", "cli_browse"), "a study as HTML and PNG images in a folder"),
     "config": (cmd_config, "print the composed config"),

@@ -1,13 +1,22 @@
-"""`hpo dashboard | report`: look at studies, in a browser or as a folder of images."""
+"""`hpo studies | show | export | dashboard | report`: look at stored studies.
+
+None of these trains, so none imports torch: they answer at the speed of Optuna and the
+database.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import optuna
+
 from hpo.dashboard import DEFAULT_HOST, DEFAULT_PORT
+from hpo.results import export, show_text, studies_table
 from hpo.storage import open_storage, resolve_url
+from hpo.study import find_study
 
 STORAGE_HELP = "database URL (default: $HPO_STORAGE, sqlite:///hpo.db)"
 
@@ -28,7 +37,6 @@ def cmd_dashboard(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
 def cmd_report(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     from hpo.curves import open_curves
     from hpo.report import write_report
-    from hpo.study import find_study
 
     parser.add_argument("name", help="study name")
     parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
@@ -41,4 +49,38 @@ def cmd_report(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     print(f"report of {args.name}: {report.index}")
     for image in report.images:
         print(f"  {image}")
+    return 0
+
+
+def cmd_studies(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    args = parser.parse_intermixed_args(argv)
+    print(studies_table(open_storage(resolve_url(args.storage), must_exist=True)))
+    return 0
+
+
+def _named_study(argv: Sequence[str], parser: argparse.ArgumentParser) -> tuple[optuna.Study, argparse.Namespace]:
+    parser.add_argument("name", help="study name")
+    parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    args = parser.parse_intermixed_args(argv)
+    url = resolve_url(args.storage)
+    return find_study(args.name, open_storage(url, must_exist=True), url), args
+
+
+def cmd_show(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    study, _ = _named_study(argv, parser)
+    print(show_text(study))
+    return 0
+
+
+def cmd_export(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    parser.add_argument("--format", required=True, choices=("csv", "json"))
+    parser.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    study, args = _named_study(argv, parser)
+    text = export(study, args.format)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
     return 0

@@ -1,4 +1,4 @@
-"""`hpo run | resume | worker | proxy | studies | show | export`: studies from the command line."""
+"""`hpo run | resume | worker | proxy`: run studies from the command line."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial
 from hpo.config import compose, hpo_config
 from hpo.data import load_dataset
 from hpo.errors import HpoError
-from hpo.results import export, objective_names, pareto_table, show_text, studies_table, trial_line
+from hpo.results import objective_names, show_text, trial_line
 from hpo.settings import HpoConfig
 from hpo.storage import DATABASE_URLS, Storage, open_storage, redact, resolve_url, wait_for_storage
 from hpo.study import (
@@ -22,7 +22,6 @@ from hpo.study import (
     ATTR_TARGET,
     counted_trials,
     create_or_continue,
-    find_study,
     load_existing,
     target,
 )
@@ -209,38 +208,4 @@ def cmd_proxy(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def cmd_studies(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
-    parser.add_argument("--storage", metavar="URL")
-    args = parser.parse_intermixed_args(argv)
-    print(studies_table(_open(resolve_url(args.storage))))
-    return 0
-
-
-def _named_study(argv: Sequence[str], parser: argparse.ArgumentParser) -> tuple[optuna.Study, argparse.Namespace]:
-    parser.add_argument("name", help="study name")
-    parser.add_argument("--storage", metavar="URL")
-    args = parser.parse_intermixed_args(argv)
-    url = resolve_url(args.storage)
-    return find_study(args.name, _open(url), url), args
-
-
-def cmd_show(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
-    study, _ = _named_study(argv, parser)
-    print(show_text(study))
-    return 0
-
-
-def cmd_export(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
-    parser.add_argument("--format", required=True, choices=("csv", "json"))
-    parser.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
-    study, args = _named_study(argv, parser)
-    text = export(study, args.format)
-    if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-__all__ = ["cmd_export", "cmd_proxy", "cmd_resume", "cmd_run", "cmd_show", "cmd_studies", "cmd_worker", "pareto_table"]
+__all__ = ["cmd_proxy", "cmd_resume", "cmd_run", "cmd_worker"]

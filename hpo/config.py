@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hpo.errors import HpoError
 from hpo.settings import HpoConfig
 from hpo.structured import build
-from hpo.train import TrainConfig
+from hpo.trainspec import TrainConfig
 
 TRAIN_KEYS = ("model", "data", "optim", "train", "budget")
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial
 
 from hpo.storage import create_tables
-from hpo.train import EvalEvent
+from hpo.trainspec import EvalEvent
 
 _metadata = sa.MetaData()
 CURVES = sa.Table(

@@ -19,43 +19,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import torch
 
 from hpo.errors import HpoError
-
-TokenizerKind = Literal["char", "byte"]
-TOKENIZERS: tuple[str, ...] = get_args(TokenizerKind)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the tokens come from and how they are cut.
-
-    `source` is `builtin` (Python's bundled pydoc text, always present offline), a path
-    to a UTF-8 text file, a folder of `.txt` files, a folder with nanoGPT's
-    `train.bin`/`val.bin`, or an http(s) URL whose `sha256` must be pinned.
-    """
-
-    source: str = "builtin"
-    tokenizer: TokenizerKind = "char"
-    val_fraction: float = 0.1
-    val_tokens: int = 8192
-    sha256: str | None = None
-    cache_dir: str | None = None
-    vocab_size: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.tokenizer not in TOKENIZERS:
-            raise HpoError(f"data.tokenizer={self.tokenizer!r} is unknown; use one of {', '.join(TOKENIZERS)}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise HpoError(f"data.val_fraction={self.val_fraction} must be between 0 and 1")
-        if self.val_tokens < 1:
-            raise HpoError(f"data.val_tokens={self.val_tokens} must be a positive integer")
-        if not self.source:
-            raise HpoError("data.source is empty; use builtin, a file or folder path, or a URL")
+from hpo.trainspec import DataConfig
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from hpo import hardware
 from hpo.errors import HpoError
-from hpo.train import TrainConfig
+from hpo.trainspec import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,8 @@ def estimate_memory_bytes(config: TrainConfig) -> int:
 
 def infeasible_reason(config: TrainConfig, resources: ResourcesConfig) -> str | None:
     """Why `config` cannot run on these resources, or None when it can."""
+    from hpo import hardware  # torch: only where a config meets the machine
+
     try:
         hardware.resolve_device(config.train.device)
     except HpoError as exc:

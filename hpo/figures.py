@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from hpo.frontier import feasible_complete, hypervolume_history
-from hpo.train import EvalEvent
+from hpo.trainspec import EvalEvent
 
 X_METRIC, Y_METRIC = "tokens_per_sec", "val_accuracy"
 X_TITLE = "tokens_per_sec (training throughput, tokens/s)"

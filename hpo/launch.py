@@ -27,7 +27,8 @@ import torch
 
 from hpo import forkserver, hardware
 from hpo.errors import DivergedError, HpoError
-from hpo.train import OnEval, TrainConfig, TrialResult, train
+from hpo.train import train
+from hpo.trainspec import OnEval, TrainConfig, TrialResult
 
 
 class TrialFailure(Exception):

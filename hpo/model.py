@@ -10,87 +10,13 @@ it is selectable: learned absolute, fixed sinusoidal, rotary (RoPE) or none at a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hpo.errors import HpoError
-
-PosEncoding = Literal["learned", "sinusoidal", "rope", "none"]
-POS_ENCODINGS: tuple[str, ...] = get_args(PosEncoding)
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    """Shape of a GPT. `vocab_size` 0 means "take it from the data's tokenizer"."""
-
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 128
-    vocab_size: int = 0
-    pos_encoding: PosEncoding = "learned"
-    dropout: float = 0.0
-    bias: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("n_layer", "n_head", "n_embd", "block_size"):
-            value = getattr(self, name)
-            if value < 1:
-                raise HpoError(f"model.{name}={value} must be a positive integer")
-        if self.vocab_size < 0:
-            raise HpoError(f"model.vocab_size={self.vocab_size} must be >= 0 (0: from the data)")
-        if self.n_embd % self.n_head:
-            raise HpoError(
-                f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}; "
-                f"choose a width that is a multiple of the head count "
-                f"(for example n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))})"
-            )
-        if self.pos_encoding not in POS_ENCODINGS:
-            raise HpoError(
-                f"model.pos_encoding={self.pos_encoding!r} is unknown; use one of {', '.join(POS_ENCODINGS)}"
-            )
-        if self.pos_encoding == "rope" and self.head_dim % 2:
-            raise HpoError(
-                f"model.pos_encoding=rope needs an even head size, got n_embd/n_head="
-                f"{self.head_dim}; change model.n_embd or model.n_head"
-            )
-        if self.pos_encoding == "sinusoidal" and self.n_embd % 2:
-            raise HpoError(f"model.pos_encoding=sinusoidal needs an even n_embd, got {self.n_embd}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise HpoError(f"model.dropout={self.dropout} must be in [0, 1)")
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    def num_params(self) -> int:
-        """Exact number of trainable parameters, without building the model.
-
-        The output head shares the token embedding's weight, so it adds nothing.
-        """
-        d, bias = self.n_embd, self.bias
-        layer_norm = d * (2 if bias else 1)
-        attn = d * 3 * d + d * d + (4 * d if bias else 0)
-        mlp = d * 4 * d + 4 * d * d + (5 * d if bias else 0)
-        block = 2 * layer_norm + attn + mlp
-        wpe = self.block_size * d if self.pos_encoding == "learned" else 0
-        return self.vocab_size * d + wpe + self.n_layer * block + layer_norm
-
-    def flops_per_token(self) -> int:
-        """Training FLOPs per token: 6N for the matmuls plus the attention term.
-
-        PaLM's convention (appendix B): N excludes the position table (a lookup, not a
-        matmul) but includes the tied embedding (it is the output head's matmul), and
-        attention scores and values cost 12 * n_layer * n_embd * block_size, counting the
-        whole score matrix as the usual MFU figures do.
-        """
-        wpe = self.block_size * self.n_embd if self.pos_encoding == "learned" else 0
-        matmul_params = self.num_params() - wpe
-        return 6 * matmul_params + 12 * self.n_layer * self.n_embd * self.block_size
+from hpo.trainspec import GPTConfig
 
 
 def _sinusoidal_table(length: int, dim: int) -> torch.Tensor:

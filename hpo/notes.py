@@ -22,7 +22,7 @@ from hpo.tables import format_value
 
 if TYPE_CHECKING:
     from hpo.curves import Curves
-    from hpo.train import EvalEvent
+    from hpo.trainspec import EvalEvent
 
 _STATE_WORDS = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned"}
 # Learning-curve rows shown in a note; longer curves are thinned, keeping the last point.

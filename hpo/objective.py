@@ -28,7 +28,7 @@ from hpo.pruning import keeps
 from hpo.settings import HpoConfig
 from hpo.storage import Storage
 from hpo.study import ATTR_MESSAGE, ATTR_REASON
-from hpo.train import EvalEvent, TrainConfig, TrialResult
+from hpo.trainspec import EvalEvent, TrainConfig, TrialResult
 
 CONSTRAINT = "infeasible"
 # Scalar TrialResult fields stored as one user attribute each (the dashboard lists them).

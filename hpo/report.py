@@ -33,7 +33,7 @@ from hpo.frontier import feasible_complete, hypervolume_history
 from hpo.results import objective_names
 from hpo.study import ATTR_REASON, target
 from hpo.tables import format_value
-from hpo.train import EvalEvent
+from hpo.trainspec import EvalEvent
 
 IMAGE_SIZE = (1000, 600)  # width, height in pixels of every PNG
 DPI = 100

@@ -23,7 +23,7 @@ import optuna
 
 from hpo.errors import HpoError
 from hpo.structured import build
-from hpo.train import TrainConfig
+from hpo.trainspec import TrainConfig
 
 PARAM_TARGETS: dict[str, str] = {
     "n_layer": "model.n_layer",

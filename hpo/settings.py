@@ -10,7 +10,7 @@ from hpo.feasibility import ResourcesConfig
 from hpo.pruning import PrunerConfig
 from hpo.search_space import SearchSpace
 from hpo.storage import StorageConfig
-from hpo.train import TrainConfig
+from hpo.trainspec import TrainConfig
 
 OBJECTIVES: tuple[str, ...] = ("val_accuracy", "tokens_per_sec")
 SamplerName = Literal["tpe", "nsga2", "nsga3", "gp", "random"]

@@ -1,7 +1,8 @@
 """Train one GPT configuration and measure how well it learned and how fast it trained.
 
 `train(config, on_eval) -> TrialResult` is a plain function with no Optuna in it: the
-study layer maps trial parameters to a `TrainConfig` and the result to objective values.
+study layer maps trial parameters to a `TrainConfig` and the result to objective values
+(both plain values in hpo.trainspec, which loads without torch).
 
 Throughput is measured the way a careful benchmark would: only training steps count,
 the first `timing_warmup_steps` (allocator warm-up, lazy init, autotuning) and every
@@ -14,208 +15,17 @@ import contextlib
 import math
 import resource
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, get_args
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
 
 from hpo import hardware
-from hpo.data import DataConfig, Dataset, load_dataset
+from hpo.data import Dataset, load_dataset
 from hpo.errors import DivergedError, HpoError
-from hpo.model import GPT, GPTConfig
-
-OptimizerName = Literal["adamw", "adam", "sgd"]
-OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Optimizer and learning-rate schedule: linear warm-up, then cosine decay.
-
-    `warmup_frac` is a fraction of the budget, not a step count, so trials with different
-    batch sizes (hence step counts) on the same token budget warm up alike.
-    """
-
-    name: OptimizerName = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    momentum: float = 0.9
-    grad_clip: float = 1.0
-    warmup_frac: float = 0.05
-    min_lr_ratio: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise HpoError(f"optim.name={self.name!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
-        # NaN passes on purpose: it is a diverging run (DivergedError), not a typo.
-        if self.lr <= 0:
-            raise HpoError(f"optim.lr={self.lr} must be positive (for example optim.lr=1e-3)")
-        if self.weight_decay < 0:
-            raise HpoError(f"optim.weight_decay={self.weight_decay} must be >= 0")
-        for name in ("beta1", "beta2", "momentum"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise HpoError(f"optim.{name}={getattr(self, name)} must be in [0, 1)")
-        if self.grad_clip < 0:
-            raise HpoError(f"optim.grad_clip={self.grad_clip} must be >= 0 (0 disables clipping)")
-        if not 0.0 <= self.warmup_frac < 1.0:
-            raise HpoError(f"optim.warmup_frac={self.warmup_frac} must be in [0, 1)")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise HpoError(f"optim.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
-
-    def lr_at(self, progress: float) -> float:
-        """Learning rate at a fraction of the budget in [0, 1]."""
-        if progress < self.warmup_frac:
-            return self.lr * (progress / self.warmup_frac)
-        decay = (progress - self.warmup_frac) / (1.0 - self.warmup_frac)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, decay)))
-        return self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine)
-
-
-@dataclass(frozen=True)
-class BudgetConfig:
-    """How long a run trains: exactly one of tokens (the fair default), steps or seconds."""
-
-    tokens: int | None = None
-    steps: int | None = None
-    seconds: float | None = None
-
-    def __post_init__(self) -> None:
-        given = {k: v for k, v in asdict(self).items() if v is not None}
-        if len(given) != 1:
-            raise HpoError(
-                f"set exactly one of budget.tokens, budget.steps, budget.seconds (got {given or 'none'}); "
-                "for example budget=steps budget.steps=500 budget.tokens=null (presets set budget.tokens)"
-            )
-        ((key, value),) = given.items()
-        if value <= 0:
-            raise HpoError(f"budget.{key}={value} must be positive")
-
-    def total_steps(self, tokens_per_step: int) -> int | None:
-        """Optimizer steps the budget allows, or None for a wall-clock budget."""
-        if self.steps is not None:
-            return self.steps
-        if self.tokens is not None:
-            return max(1, -(-self.tokens // tokens_per_step))
-        return None
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """How the run is executed: batch, devices, seeds, evaluation and outputs.
-
-    `batch_size` is the global number of sequences per optimizer step; when it exceeds
-    `micro_batch_size` the step accumulates gradients over several micro-batches, so the
-    optimization is the same whatever fits in memory. Evaluation happens `evals` times,
-    evenly over the budget, and also at the first step reaching each of `eval_tokens`
-    (the rungs where a pruner decides).
-    """
-
-    batch_size: int = 32
-    micro_batch_size: int | None = None
-    n_devices: int = 1
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    seed: int = 0
-    evals: int = 10
-    eval_tokens: tuple[int, ...] = ()
-    # None: 1 on CPU, where only the first step is slow (measured, 1 thread: 168 ms, then
-    # 112, 105, 102, 120 ms); 3 on GPUs, which also initialize CUDA and autotune kernels.
-    timing_warmup_steps: int | None = None
-    threads: int | None = None
-    compile: bool = False
-    checkpoint: str | None = None
-    sample_tokens: int = 100
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise HpoError(f"train.batch_size={self.batch_size} must be a positive integer")
-        if self.micro_batch_size is not None:
-            if self.micro_batch_size < 1:
-                raise HpoError(f"train.micro_batch_size={self.micro_batch_size} must be positive")
-            if self.batch_size % self.micro_batch_size:
-                raise HpoError(
-                    f"train.batch_size={self.batch_size} is not a multiple of "
-                    f"train.micro_batch_size={self.micro_batch_size}; make it one"
-                )
-        if self.n_devices < 1:
-            raise HpoError(f"train.n_devices={self.n_devices} must be at least 1")
-        if self.evals < 1:
-            raise HpoError(f"train.evals={self.evals} must be at least 1")
-        if any(t < 1 for t in self.eval_tokens):
-            raise HpoError(f"train.eval_tokens={list(self.eval_tokens)} must be positive token counts")
-        if self.timing_warmup_steps is not None and self.timing_warmup_steps < 0:
-            raise HpoError(f"train.timing_warmup_steps={self.timing_warmup_steps} must be >= 0")
-        if self.threads is not None and self.threads < 1:
-            raise HpoError(f"train.threads={self.threads} must be positive (or null: all cores)")
-        if self.sample_tokens < 0:
-            raise HpoError(f"train.sample_tokens={self.sample_tokens} must be >= 0")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything one training run needs; a pure value, so a study can store it whole."""
-
-    model: GPTConfig = field(default_factory=GPTConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: RunConfig = field(default_factory=RunConfig)
-    budget: BudgetConfig = field(default_factory=lambda: BudgetConfig(tokens=1_000_000))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class EvalEvent:
-    """One point of the learning curve; what `on_eval` receives and pruning decides on."""
-
-    step: int
-    tokens: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
-    tokens_per_sec: float
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """The measured outcome of one run, with what is needed to trust the numbers."""
-
-    val_accuracy: float
-    val_loss: float
-    train_loss: float
-    tokens_per_sec: float
-    params: int
-    flops_per_token: int
-    achieved_flops: float
-    peak_flops: float | None
-    mfu: float | None
-    peak_memory_bytes: int
-    steps: int
-    tokens: int
-    wall_time_s: float
-    train_time_s: float
-    timed_time_s: float
-    eval_time_s: float
-    overhead_s: float
-    device: str
-    device_name: str
-    n_devices: int
-    dtype: str
-    torch_version: str
-    data_fingerprint: str
-    curve: tuple[EvalEvent, ...]
-    sample: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-OnEval = Callable[[EvalEvent], None]
+from hpo.model import GPT
+from hpo.trainspec import EvalEvent, OnEval, OptimConfig, RunConfig, TrainConfig, TrialResult
 
 
 def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset | None = None) -> TrialResult:

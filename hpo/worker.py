@@ -36,7 +36,7 @@ from hpo.objective import TrialStores, run_trial
 from hpo.settings import HpoConfig
 from hpo.storage import Storage, advisory_key
 from hpo.study import ATTR_MESSAGE, ATTR_REASON, SURPLUS, counted_trials, slot_takers, target
-from hpo.train import EvalEvent
+from hpo.trainspec import EvalEvent
 
 
 @contextlib.contextmanager

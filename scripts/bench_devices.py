@@ -34,10 +34,8 @@ from dataclasses import dataclass
 import torch
 
 from hpo import hardware
-from hpo.data import DataConfig
 from hpo.launch import run_isolated
-from hpo.model import GPTConfig
-from hpo.train import BudgetConfig, OptimConfig, RunConfig, TrainConfig, TrialResult
+from hpo.trainspec import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig, TrialResult
 
 SHAPE = (4, 4, 128, 128, 32)  # n_layer, n_head, n_embd, block_size, global batch
 

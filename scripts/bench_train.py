@@ -17,10 +17,11 @@ from dataclasses import replace
 
 import torch
 
-from hpo.data import DataConfig, Dataset, load_dataset
+from hpo.data import Dataset, load_dataset
 from hpo.hardware import measure_matmul_flops
-from hpo.model import GPT, GPTConfig
-from hpo.train import BudgetConfig, OptimConfig, RunConfig, TrainConfig, build_optimizer, train
+from hpo.model import GPT
+from hpo.train import build_optimizer, train
+from hpo.trainspec import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig
 
 SHAPES = [  # (n_layer, n_head, n_embd, block_size, batch_size)
     (2, 2, 64, 64, 32),

@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpo.data import DataConfig, Dataset, load_dataset
+from hpo.data import Dataset, load_dataset
 from hpo.localpg import PG_PASSWORD, PG_PASSWORD_USER, PostgresServer, find_pg_bindir, start_server, stop_server
+from hpo.trainspec import DataConfig
 
 
 def _in_ci() -> bool:

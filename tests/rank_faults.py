@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from hpo.train import EvalEvent, OnEval, TrainConfig, TrialResult
+from hpo.trainspec import EvalEvent, OnEval, TrainConfig, TrialResult
 
 FOREVER_S = 3600.0
 

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from hpo.checkpoint import load_checkpoint, save_checkpoint
-from hpo.data import DataConfig, Dataset
+from hpo.data import Dataset
 from hpo.errors import HpoError
-from hpo.model import GPT, GPTConfig
-from hpo.train import BudgetConfig, OptimConfig, RunConfig, TrainConfig, TrialResult, evaluate, train
+from hpo.model import GPT
+from hpo.train import evaluate, train
+from hpo.trainspec import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig, TrialResult
 
 REPO = Path(__file__).resolve().parent.parent
 

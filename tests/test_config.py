@@ -10,7 +10,7 @@ import yaml
 
 from hpo.config import TRAIN_KEYS, builtin_config_dir, compose, train_config
 from hpo.errors import HpoError
-from hpo.train import TrainConfig
+from hpo.trainspec import TrainConfig
 
 CONFIG_DIR = builtin_config_dir()
 GROUP_OPTIONS = sorted(

@@ -17,8 +17,9 @@ import pytest
 import torch
 from study_helpers import free_port
 
-from hpo.data import DataConfig, Dataset, builtin_text, load_dataset
+from hpo.data import Dataset, builtin_text, load_dataset
 from hpo.errors import HpoError
+from hpo.trainspec import DataConfig
 
 
 def all_tokens(dataset: Dataset) -> np.ndarray:

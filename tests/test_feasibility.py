@@ -10,7 +10,7 @@ import pytest
 from hpo.config import compose, train_config
 from hpo.errors import HpoError
 from hpo.feasibility import ResourcesConfig, estimate_memory_bytes, infeasible_reason
-from hpo.train import TrainConfig
+from hpo.trainspec import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,19 @@ import torch
 from study_helpers import tiny as tiny_study
 
 from hpo.config import compose, hpo_config
-from hpo.data import DataConfig
 from hpo.errors import HpoError
 from hpo.launch import TrialFailure, run_isolated
-from hpo.model import GPT, GPTConfig
-from hpo.train import BudgetConfig, EvalEvent, OptimConfig, RunConfig, TrainConfig, TrialResult
+from hpo.model import GPT
+from hpo.trainspec import (
+    BudgetConfig,
+    DataConfig,
+    EvalEvent,
+    GPTConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    TrialResult,
+)
 
 # A wait (not an assertion about speed) long enough for a busy 2-core machine.
 PATIENCE_S = 120.0
@@ -274,10 +282,8 @@ def test_a_rank_that_dies_gives_crashed(tmp_path: Path, fault: Callable[..., Tri
 # --- killing the parent leaves no training process behind -----------------------------------
 
 LONG_TRAINING = """
-    from hpo.data import DataConfig
     from hpo.launch import run_isolated
-    from hpo.model import GPTConfig
-    from hpo.train import BudgetConfig, RunConfig, TrainConfig
+    from hpo.trainspec import BudgetConfig, DataConfig, GPTConfig, RunConfig, TrainConfig
 
     if __name__ == "__main__":  # the forkserver imports this file as __mp_main__
         config = TrainConfig(

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from hpo.errors import HpoError
-from hpo.model import GPT, POS_ENCODINGS, GPTConfig
+from hpo.model import GPT
+from hpo.trainspec import POS_ENCODINGS, GPTConfig
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -20,7 +20,7 @@ from hpo.frontier import hypervolume_history
 from hpo.notes import save_figures, save_trial_note, trial_note
 from hpo.storage import open_storage
 from hpo.study import create_or_continue
-from hpo.train import EvalEvent
+from hpo.trainspec import EvalEvent
 from hpo.worker import run_worker
 
 pytestmark = [

@@ -40,7 +40,7 @@ from hpo.errors import HpoError
 from hpo.figures import GRAPH_IDS
 from hpo.leases import FileLeases
 from hpo.storage import open_storage
-from hpo.train import EvalEvent
+from hpo.trainspec import EvalEvent
 
 pytestmark = [pytest.mark.timeout(600)]
 

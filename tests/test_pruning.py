@@ -14,7 +14,7 @@ from hpo.curves import CurveStore
 from hpo.errors import HpoError
 from hpo.pruning import PrunerConfig, crowding_distance, dominates, keeps, nondominated_fronts, ranking
 from hpo.settings import HpoConfig, StudySettings
-from hpo.train import BudgetConfig, EvalEvent, TrainConfig
+from hpo.trainspec import BudgetConfig, EvalEvent, TrainConfig
 
 
 def test_dominates_needs_strictly_better_somewhere() -> None:

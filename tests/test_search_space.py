@@ -13,7 +13,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from hpo.config import compose, hpo_config, train_config
 from hpo.errors import HpoError
 from hpo.search_space import PARAM_TARGETS, SearchSpace
-from hpo.train import TrainConfig
+from hpo.trainspec import TrainConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -245,6 +245,30 @@ def test_export_csv(finished: tuple[str, str]) -> None:
         assert float(row["lr"]) == pytest.approx(trial.params["lr"])
 
 
+BROWSE = """
+import sys
+from hpo.cli import main
+
+for argv in {commands!r}:
+    assert main(argv) == 0, argv
+print("torch loaded:", "torch" in sys.modules)
+"""
+
+
+def test_browsing_commands_never_import_torch(finished: tuple[str, str]) -> None:
+    """`hpo studies | show | export` only read the database; torch would add a second to each."""
+    url, name = finished
+    commands = [
+        ["studies", "--storage", url],
+        ["show", name, "--storage", url],
+        ["export", name, "--storage", url, "--format", "csv"],
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", BROWSE.format(commands=commands)], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines()[-1] == "torch loaded: False"
+
+
 # --------------------------------------------------------------------------------------------------
 # Resume
 

@@ -13,19 +13,20 @@ import numpy as np
 import pytest
 import torch
 
-from hpo.data import DataConfig, Dataset
+from hpo.data import Dataset
 from hpo.errors import DivergedError, HpoError
-from hpo.model import GPT, GPTConfig
-from hpo.train import (
+from hpo.model import GPT
+from hpo.train import evaluate, train
+from hpo.trainspec import (
     OPTIMIZERS,
     BudgetConfig,
+    DataConfig,
     EvalEvent,
+    GPTConfig,
     OptimConfig,
     RunConfig,
     TrainConfig,
     TrialResult,
-    evaluate,
-    train,
 )
 
 pytestmark = pytest.mark.usefixtures("quiet_machine")
