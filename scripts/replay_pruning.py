@@ -10,7 +10,12 @@ MO-ASHA (`--factor` times as many draws, each stopped or kept at the rungs by
 `hpo.pruning.keeps` on its stored values there, costing the tokens it reached). Over
 `--replays` such pairs, the two hypervolume-against-tokens curves are averaged and
 compared as bench_search compares its arms. Both arms draw from the same pool, so only
-the pruner differs; hundreds of replays take seconds.
+the pruner differs; 200 replays take about a minute.
+
+`--oracle` judges every rung on the trial's final values instead: the savings of the
+rule itself, as if early values predicted final ones perfectly. Its gap to the real
+replay is what prediction costs; what it leaves is what the rule and the number of
+trials allow (the first trials of a search meet empty rungs and run to the end).
 
 A rung is judged on each trial's first evaluation at or after it. bench_search's studies
 evaluate every budget / 9 (train.evals=9), where the default rungs fall.
@@ -18,6 +23,7 @@ evaluate every budget / 9 (train.evals=9), where the default rungs fall.
     python scripts/bench_search.py --keep search.db                  # studies to replay
     python scripts/replay_pruning.py --storage sqlite:///search.db              # hpo's default rungs
     python scripts/replay_pruning.py --storage sqlite:///search.db --min-tokens 66666   # one rung at budget / 3
+    python scripts/replay_pruning.py --storage sqlite:///search.db --oracle       # the rule's own limit
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from hpo.frontier import feasible_complete, hypervolume
 from hpo.proxy import is_grpc
 from hpo.pruning import PrunerConfig, keeps
 from hpo.storage import open_storage
-from hpo.train import EvalEvent
+from hpo.trainspec import EvalEvent
 
 GRID_POINTS = 2001  # token counts the averaged curves are compared at
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
@@ -98,8 +104,10 @@ def without_pruning(pool: Pool, draws: list[int]) -> Curve:
     return out
 
 
-def with_pruning(pool: Pool, draws: list[int], pruner: PrunerConfig) -> Curve:
-    """MO-ASHA over the draws in order; a draw is a trial of its own, even when drawn twice."""
+def with_pruning(pool: Pool, draws: list[int], pruner: PrunerConfig, oracle: bool = False) -> Curve:
+    """MO-ASHA over the draws in order; a draw is a trial of its own, even when drawn twice.
+    With `oracle`, each rung judges a trial on its last evaluation instead: what the rule
+    would save if a rung predicted final values perfectly."""
     rungs = pruner.rungs(pool.budget)
     seen: dict[int, dict[int, tuple[float, ...]]] = {rung: {} for rung in rungs}
     spent, front, out = 0, [], []
@@ -107,7 +115,8 @@ def with_pruning(pool: Pool, draws: list[int], pruner: PrunerConfig) -> Curve:
         stopped_at = None
         for rung in rungs:
             event = pool.at(i, rung)
-            seen[rung][k] = tuple(float(getattr(event, name)) for name in pool.objectives)
+            judged = pool.curves[i][-1] if oracle else event
+            seen[rung][k] = tuple(float(getattr(judged, name)) for name in pool.objectives)
             if not keeps(seen[rung], k, pruner.eta, pruner.min_trials, pruner.keep_front):
                 stopped_at = event.tokens
                 break
@@ -124,13 +133,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--storage", required=True, metavar="URL", help="database of the studies (SQLite, PostgreSQL)")
     parser.add_argument("--studies", nargs="+", default=[], metavar="NAME", help="default: every unpruned study")
-    parser.add_argument("--trials", type=int, default=16, help="draws per search without pruning")
+    parser.add_argument("--trials", type=int, default=32, help="draws per search without pruning (bench_search's)")
     parser.add_argument("--factor", type=int, default=3, help="draws with pruning, per draw without")
     parser.add_argument("--replays", type=int, default=200)
     parser.add_argument("--eta", type=int, default=3)
     parser.add_argument("--min-tokens", type=int, help="first rung (default: the budget / eta^2)")
     parser.add_argument("--min-trials", type=int, default=2, help="a rung with fewer trials stops none")
     parser.add_argument("--strict", action="store_true", help="the paper's top 1/eta only (no keep_front)")
+    parser.add_argument("--oracle", action="store_true", help="rungs judge on final values: the rule's own limit")
     args = parser.parse_args()
     try:
         pruner = PrunerConfig("moasha", args.eta, args.min_tokens, args.min_trials, keep_front=not args.strict)
@@ -145,9 +155,10 @@ def main() -> None:
 
     rng = random.Random(0)
     full, pruned = [], []
+    trials = range(len(pool.trials))
     for _ in range(args.replays):
-        full.append(without_pruning(pool, rng.choices(range(len(pool.trials)), k=args.trials)))
-        pruned.append(with_pruning(pool, rng.choices(range(len(pool.trials)), k=args.trials * args.factor), pruner))
+        full.append(without_pruning(pool, rng.choices(trials, k=args.trials)))
+        pruned.append(with_pruning(pool, rng.choices(trials, k=args.trials * args.factor), pruner, args.oracle))
     grid = np.linspace(0, max(curve[-1][0] for curve in full + pruned), GRID_POINTS)
     runs = {"without pruning": full, "MO-ASHA": pruned}
     rows = {arm: on_grid(curves, grid) for arm, curves in runs.items()}
@@ -156,7 +167,9 @@ def main() -> None:
 
     print(f"pool: {len(pool.trials)} completed trials of {pool.budget:,} tokens from {len(pool.studies)} studies")
     rule = "strict top 1/eta" if args.strict else "keep_front"
-    print(f"MO-ASHA: eta {args.eta}, rungs at {pruner.rungs(pool.budget)} tokens, min_trials {args.min_trials}, {rule}")
+    judged = "final values (--oracle)" if args.oracle else "values at the rung"
+    print(f"MO-ASHA: eta {args.eta}, rungs at {pruner.rungs(pool.budget)} tokens, min_trials {args.min_trials}")
+    print(f"a rung keeps by the {rule} rule, on each trial's {judged}")
     print(f"{args.replays} replays of {args.trials} draws without pruning and {args.trials * args.factor} with")
     print("HV: normalised to the pool's worst and best values, averaged over the replays\n")
     print(f"{'':<16}{'final HV':>10}{'tokens spent':>15}{'HV at half / all of the unpruned tokens':>41}")
