@@ -27,8 +27,9 @@ report with `--analyze`, so more seeds cost more runs, not a longer one.
 
 A study needs enough trials for successive halving to pay: the first trials of a search
 meet empty rungs and run to the end. With 16 trials per search even a pruner that knew
-every trial's final values at its rungs would need 0.56 of the tokens; with 32, 0.42
-(`replay_pruning.py --oracle`). Hence 32 trials per study without pruning by default.
+every trial's final values at its rungs would need 0.56 to 0.64 of the tokens; with 32,
+0.41 to 0.50 (`replay_pruning.py --oracle` on kept runs). Hence 32 trials per study
+without pruning by default.
 
     python scripts/bench_search.py                  # ~15 minutes on 2 cores
     python scripts/bench_search.py --keep search.db # then: hpo dashboard --storage sqlite:///search.db
