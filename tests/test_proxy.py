@@ -126,11 +126,13 @@ def test_the_proxy_draws_the_figures_of_proxied_studies(storage_url: str, proxy:
 def test_pruning_behind_the_proxy_reads_rungs_from_trial_attributes(sqlite_url: str, tmp_path: Path) -> None:
     """MO-ASHA through the proxy: its rung decisions need every trial's learning curve.
 
-    The strict rule (keep_front=false): with keep_front, six trials can all sit on their
-    rungs' first fronts, and then none is pruned (it happened in CI)."""
+    Six trials can all sit on their rungs' first fronts, and then none is pruned (it
+    happened in CI, and once more under the strict rule), so the first two are set: the
+    second is wider (slower) with a tenth of the learning rate, dominated at its first rung."""
     name = "proxied-asha"
     strict = ("pruner=moasha", "pruner.min_trials=2", "pruner.eta=2", "pruner.keep_front=false")
-    overrides = tiny(name, 6, *strict, "budget.tokens=40000")
+    dominated = "study.baselines=[{n_head: 2, lr: 1.0e-2}, {n_head: 4, lr: 1.0e-3}]"
+    overrides = tiny(name, 6, *strict, dominated, "budget.tokens=40000")
     hpo_ok("run", *overrides, "--storage", sqlite_url, "--create-only")
     url = f"grpc://127.0.0.1:{free_port()}"
     server = start_hpo("proxy", "--storage", sqlite_url, "--port", url.rsplit(":", 1)[1])
