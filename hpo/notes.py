@@ -217,7 +217,7 @@ def save_trial_note(study: optuna.Study, trial: FrozenTrial, curves: Curves) -> 
     save_note(cast(optuna.Trial, ref), trial_note(trial, objective_names(study), curve))
 
 
-def save_figures(study: optuna.Study, curves: Curves, latest: int | None = None) -> None:
+def save_figures(study: optuna.Study, curves: Mapping[int, list[EvalEvent]], latest: int | None = None) -> None:
     """Refresh the study's figures in optuna-dashboard, with trial `latest` highlighted.
 
     Figures are rewritten whole under fixed ids, chunk by chunk: a caller with several
@@ -228,5 +228,5 @@ def save_figures(study: optuna.Study, curves: Curves, latest: int | None = None)
 
     from hpo.figures import study_figures
 
-    for graph_id, figure in study_figures(study, curves.curves(study.study_name), latest=latest).items():
+    for graph_id, figure in study_figures(study, curves, latest=latest).items():
         save_plotly_graph_object(study, figure, graph_object_id=graph_id)

@@ -161,10 +161,13 @@ class FigureDrawer:
             with only_warn("dashboard figures of proxied studies"):
                 counts = self._count_finished()
                 for name, count in counts.items():
-                    if count == self._finished.get(name, 0) or not curves.curves(name):
+                    if count == self._finished.get(name, 0):
+                        continue
+                    proxied = curves.curves(name)  # none: its workers are on the database and draw them
+                    if not proxied:
                         continue
                     with only_warn(f"dashboard figures of study {name}"), study_lock(self.database, name):
-                        save_figures(optuna.load_study(study_name=name, storage=self.storage), curves)
+                        save_figures(optuna.load_study(study_name=name, storage=self.storage), proxied)
                 self._finished = counts
 
 

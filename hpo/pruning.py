@@ -79,6 +79,23 @@ class PrunerConfig:
             rung *= self.eta
         return out
 
+    def check_budget(self, budget_tokens: int) -> None:
+        """Raise HpoError unless `min_tokens` leaves this pruner a token count to compare at."""
+        first = self.min_tokens
+        if first is None:
+            return
+        if first >= budget_tokens:
+            raise HpoError(
+                f"pruner.min_tokens={first} is not below budget.tokens={budget_tokens}, so no trial would ever be "
+                f"compared; lower it (or use pruner=none)"
+            )
+        if self.name == "moasha" and not self.rungs(budget_tokens):
+            raise HpoError(
+                f"pruner.min_tokens={first} leaves no rung: the trials a rung keeps go on to min_tokens x eta = "
+                f"{first * self.eta} tokens, beyond budget.tokens={budget_tokens}; "
+                f"lower it to {budget_tokens // self.eta} or less"
+            )
+
     def optuna_pruner(self) -> optuna.pruners.BasePruner | None:
         """Optuna's pruner for a single-objective study (None for none and moasha)."""
         if self.name == "median":

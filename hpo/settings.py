@@ -85,20 +85,9 @@ class HpoConfig:
                 f"(study.objectives={list(self.study.objectives)}); use pruner=moasha"
             )
         if self.pruner.name != "none":
-            tokens, first = self.train.budget.tokens, self.pruner.min_tokens
-            if tokens is None:
+            if self.train.budget.tokens is None:
                 raise HpoError(f"pruner={self.pruner.name} compares trials at token counts; use budget=tokens")
-            if first is not None and first >= tokens:
-                raise HpoError(
-                    f"pruner.min_tokens={first} is not below budget.tokens={tokens}, so no trial would ever be "
-                    f"compared; lower it (or use pruner=none)"
-                )
-            if self.pruner.name == "moasha" and first is not None and not self.pruner.rungs(tokens):
-                eta = self.pruner.eta
-                raise HpoError(
-                    f"pruner.min_tokens={first} leaves no rung: the trials a rung keeps go on to min_tokens x eta = "
-                    f"{first * eta} tokens, beyond budget.tokens={tokens}; lower it to {tokens // eta} or less"
-                )
+            self.pruner.check_budget(self.train.budget.tokens)
 
     @property
     def space(self) -> SearchSpace:

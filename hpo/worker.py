@@ -184,7 +184,7 @@ class _Publisher:
             study_lock(self.storage, self.study.study_name) as exclusive,
         ):
             if exclusive:
-                save_figures(self.study, self.curves, latest)
+                save_figures(self.study, self.curves.curves(self.study.study_name), latest)
 
 
 @contextlib.contextmanager

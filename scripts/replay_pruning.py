@@ -145,13 +145,9 @@ def main() -> None:
     try:
         pruner = PrunerConfig("moasha", args.eta, args.min_tokens, args.min_trials, keep_front=not args.strict)
         pool = Pool(args.storage, args.studies)
+        pruner.check_budget(pool.budget)
     except HpoError as exc:
-        sys.exit(f"error: {exc}")
-    if not pruner.rungs(pool.budget):
-        sys.exit(
-            f"error: --min-tokens {args.min_tokens} leaves no rung in a budget of {pool.budget:,} tokens; "
-            f"give at most {pool.budget // args.eta}"
-        )
+        sys.exit(f"error: {exc}")  # --eta, --min-tokens, --min-trials are the pruner's settings of the same names
 
     rng = random.Random(0)
     full, pruned = [], []

@@ -133,7 +133,7 @@ def test_publishing_again_overwrites_instead_of_accumulating(
     note = note_of(study, last)
     for _ in range(2):
         save_trial_note(study, last, CurveStore(storage.engine))
-        save_figures(study, CurveStore(storage.engine), latest=last.number)
+        save_figures(study, CurveStore(storage.engine).curves(study.study_name), latest=last.number)
     assert graph_keys(study) == before
     assert figures_of(study) == figures
     assert note_of(study, last) == note
