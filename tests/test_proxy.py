@@ -127,8 +127,8 @@ def test_pruning_behind_the_proxy_reads_rungs_from_trial_attributes(sqlite_url: 
     """MO-ASHA through the proxy: its rung decisions need every trial's learning curve.
 
     Six trials can all sit on their rungs' first fronts, and then none is pruned (it
-    happened in CI, and once more under the strict rule), so the first two are set: the
-    second is wider (slower) with a tenth of the learning rate, dominated at its first rung."""
+    happened in CI), so the first two are set: the second is wider (slower) with a tenth
+    of the learning rate, dominated at its first rung."""
     name = "proxied-asha"
     strict = ("pruner=moasha", "pruner.min_trials=2", "pruner.eta=2", "pruner.keep_front=false")
     dominated = "study.baselines=[{n_head: 2, lr: 1.0e-2}, {n_head: 4, lr: 1.0e-3}]"
