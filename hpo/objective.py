@@ -217,10 +217,13 @@ class _Judge:
         for rung in self.rungs:
             if previous < rung <= event.tokens:
                 at_rung = self.curves.at_rung(self.study.study_name, rung)
-                points = {n: tuple(getattr(e, o) for o in self.objectives) for n, e in at_rung.items()}
+                points = {n: self.pruner.rung_values(e, self.objectives) for n, e in at_rung.items()}
                 eta, min_trials, keep_front = self.pruner.eta, self.pruner.min_trials, self.pruner.keep_front
                 if not keeps(points, self.trial.number, eta, min_trials, keep_front):
-                    self._prune(rung, event, f"rung {rung:,} tokens: not in the top 1/{eta} of {len(points)}")
+                    judged = " and ".join(self.pruner.rung_fields(self.objectives))
+                    self._prune(
+                        rung, event, f"rung {rung:,} tokens: not in the top 1/{eta} of {len(points)} by {judged}"
+                    )
 
     def _prune(self, rung: int, event: EvalEvent, message: str) -> None:
         self.trial.set_user_attr("rung", {"rung_tokens": rung, **asdict(event)})

@@ -16,6 +16,8 @@ the pruner differs; 200 replays take about a minute.
 rule itself, as if early values predicted final ones perfectly. Its gap to the real
 replay is what prediction costs; what it leaves is what the rule and the number of
 trials allow (the first trials of a search meet empty rungs and run to the end).
+`--rung-metric val_accuracy` judges accuracy at a rung by the accuracy itself instead of
+the validation loss (hpo's default, `pruner.rung_metric`).
 
 A rung is judged on each trial's first evaluation at or after it. bench_search's studies
 evaluate every budget / 9 (train.evals=9), where the default rungs fall.
@@ -24,6 +26,7 @@ evaluate every budget / 9 (train.evals=9), where the default rungs fall.
     python scripts/replay_pruning.py --storage sqlite:///search.db              # hpo's default rungs
     python scripts/replay_pruning.py --storage sqlite:///search.db --min-tokens 66666   # one rung at budget / 3
     python scripts/replay_pruning.py --storage sqlite:///search.db --oracle       # the rule's own limit
+    python scripts/replay_pruning.py --storage sqlite:///search.db --rung-metric val_accuracy
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import random
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import get_args
 
 import numpy as np
 import optuna
@@ -43,7 +48,7 @@ from hpo.curves import CurveStore
 from hpo.errors import HpoError
 from hpo.frontier import feasible_complete, hypervolume
 from hpo.proxy import is_grpc
-from hpo.pruning import PrunerConfig, keeps
+from hpo.pruning import PrunerConfig, RungMetric, keeps
 from hpo.storage import open_storage
 from hpo.trainspec import EvalEvent
 
@@ -106,9 +111,10 @@ def without_pruning(pool: Pool, draws: list[int]) -> Curve:
 
 def with_pruning(pool: Pool, draws: list[int], pruner: PrunerConfig, oracle: bool = False) -> Curve:
     """MO-ASHA over the draws in order; a draw is a trial of its own, even when drawn twice.
-    With `oracle`, each rung judges a trial on its last evaluation instead: what the rule
-    would save if a rung predicted final values perfectly."""
+    With `oracle`, each rung judges a trial on its final objective values instead: what the
+    rule would save if a rung predicted them perfectly."""
     rungs = pruner.rungs(pool.budget)
+    final = replace(pruner, rung_metric="val_accuracy")  # the objectives themselves
     seen: dict[int, dict[int, tuple[float, ...]]] = {rung: {} for rung in rungs}
     spent, front, out = 0, [], []
     for k, i in enumerate(draws):
@@ -116,7 +122,7 @@ def with_pruning(pool: Pool, draws: list[int], pruner: PrunerConfig, oracle: boo
         for rung in rungs:
             event = pool.at(i, rung)
             judged = pool.curves[i][-1] if oracle else event
-            seen[rung][k] = tuple(float(getattr(judged, name)) for name in pool.objectives)
+            seen[rung][k] = (final if oracle else pruner).rung_values(judged, pool.objectives)
             if not keeps(seen[rung], k, pruner.eta, pruner.min_trials, pruner.keep_front):
                 stopped_at = event.tokens
                 break
@@ -140,10 +146,13 @@ def main() -> None:
     parser.add_argument("--min-tokens", type=int, help="first rung (default: the budget / eta^2)")
     parser.add_argument("--min-trials", type=int, default=2, help="a rung with fewer trials stops none")
     parser.add_argument("--strict", action="store_true", help="the paper's top 1/eta only (no keep_front)")
+    parser.add_argument("--rung-metric", choices=get_args(RungMetric), default="val_loss", help="judges val_accuracy")
     parser.add_argument("--oracle", action="store_true", help="rungs judge on final values: the rule's own limit")
     args = parser.parse_args()
     try:
-        pruner = PrunerConfig("moasha", args.eta, args.min_tokens, args.min_trials, keep_front=not args.strict)
+        pruner = PrunerConfig(
+            "moasha", args.eta, args.min_tokens, args.min_trials, not args.strict, rung_metric=args.rung_metric
+        )
         pool = Pool(args.storage, args.studies)
         pruner.check_budget(pool.budget)
     except HpoError as exc:
@@ -163,7 +172,8 @@ def main() -> None:
 
     print(f"pool: {len(pool.trials)} completed trials of {pool.budget:,} tokens from {len(pool.studies)} studies")
     rule = "strict top 1/eta" if args.strict else "keep_front"
-    judged = "final values (--oracle)" if args.oracle else "values at the rung"
+    fields = " and ".join(pruner.rung_fields(pool.objectives))
+    judged = "final values (--oracle)" if args.oracle else f"{fields} at the rung"
     print(f"MO-ASHA: eta {args.eta}, rungs at {pruner.rungs(pool.budget)} tokens, min_trials {args.min_trials}")
     print(f"a rung keeps by the {rule} rule, on each trial's {judged}")
     print(f"{args.replays} replays of {args.trials} draws without pruning and {args.trials * args.factor} with")

@@ -73,6 +73,25 @@ def test_small_rungs_never_stop() -> None:
     assert keeps({7: (0.0, 0.0)}, 7, eta=2, min_trials=1)
 
 
+def test_rungs_judge_accuracy_by_the_validation_loss() -> None:
+    objectives = ("val_accuracy", "tokens_per_sec")
+    # Trial 1 is ahead on accuracy, trial 0 on the loss, which ranks final accuracies better.
+    events = {
+        0: EvalEvent(step=10, tokens=2000, train_loss=2.1, val_loss=2.0, val_accuracy=0.30, tokens_per_sec=1000.0),
+        1: EvalEvent(step=10, tokens=2000, train_loss=2.6, val_loss=2.5, val_accuracy=0.31, tokens_per_sec=1000.0),
+    }
+    by_loss = PrunerConfig(name="moasha")
+    assert by_loss.rung_fields(objectives) == ["val_loss", "tokens_per_sec"]
+    assert by_loss.rung_values(events[0], objectives) == (-2.0, 1000.0)
+    assert by_loss.rung_values(events[0], ("tokens_per_sec",)) == (1000.0,)
+    by_accuracy = PrunerConfig(name="moasha", rung_metric="val_accuracy")
+    assert by_accuracy.rung_values(events[0], objectives) == (0.30, 1000.0)
+    for pruner, stopped in ((by_loss, 1), (by_accuracy, 0)):
+        points = {n: pruner.rung_values(e, objectives) for n, e in events.items()}
+        assert not keeps(points, stopped, eta=2, min_trials=2)
+        assert keeps(points, 1 - stopped, eta=2, min_trials=2)
+
+
 def test_rungs_grow_by_eta_below_the_budget() -> None:
     assert PrunerConfig(name="moasha", eta=3).rungs(270_000) == [30_000, 90_000]
     # divided down from the budget: no rung a few tokens short of it (22_222 * 9 = 199_998)
@@ -88,6 +107,8 @@ def test_rungs_grow_by_eta_below_the_budget() -> None:
 def test_bad_pruner_settings_name_the_fix() -> None:
     with pytest.raises(HpoError, match=r"pruner\.eta=1"):
         PrunerConfig(name="moasha", eta=1)
+    with pytest.raises(HpoError, match=r"pruner\.rung_metric='accuracy' is unknown; use one of val_loss, val_accuracy"):
+        PrunerConfig(name="moasha", rung_metric="accuracy")  # type: ignore[arg-type]
     with pytest.raises(HpoError, match="single objective"):
         HpoConfig(search_space={"n_layer": {"low": 1, "high": 2}}, pruner=PrunerConfig(name="median"))
     with pytest.raises(HpoError, match="budget=tokens"):
@@ -161,6 +182,7 @@ def test_moasha_study_prunes_and_keeps_the_front(storage_url: str) -> None:
     assert pruned and complete
     for trial in pruned:
         assert trial.user_attrs["failure_reason"] == "pruned"
+        assert trial.user_attrs["failure_message"].endswith("by val_loss and tokens_per_sec")
         rung = trial.user_attrs["rung"]
         assert rung["rung_tokens"] in (4000, 12000) and rung["tokens"] >= rung["rung_tokens"]
         assert rung["tokens_per_sec"] > 0
