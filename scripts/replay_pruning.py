@@ -17,7 +17,9 @@ rule itself, as if early values predicted final ones perfectly. Its gap to the r
 replay is what prediction costs; what it leaves is what the rule and the number of
 trials allow (the first trials of a search meet empty rungs and run to the end).
 `--rung-metric val_accuracy` judges accuracy at a rung by the accuracy itself instead of
-the validation loss (hpo's default, `pruner.rung_metric`).
+the validation loss (hpo's default, `pruner.rung_metric`). Before the replays, a table
+shows how well each rung ranks the final objectives by either: Spearman's correlation of
+a trial's value at the rung with its final value, over the pool.
 
 A rung is judged on each trial's first evaluation at or after it. bench_search's studies
 evaluate every budget / 9 (train.evals=9), where the default rungs fall.
@@ -135,6 +137,33 @@ def with_pruning(pool: Pool, draws: list[int], pruner: PrunerConfig, oracle: boo
     return out
 
 
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation: Pearson's on the ranks (ties in measured floats are rare enough)."""
+    return float(np.corrcoef(a.argsort().argsort(), b.argsort().argsort())[0, 1])
+
+
+def predictions(pool: Pool, rungs: list[int]) -> None:
+    """How well each rung ranks the trials' final objective values, for every field a rung
+    may judge an objective by (`pruner.rung_metric`): why the validation loss judges accuracy."""
+    finals = np.array([t.values for t in pool.trials])
+    columns: dict[tuple[int, str], PrunerConfig] = {}  # (objective, field) -> a pruner judging by it
+    for metric in get_args(RungMetric):
+        pruner = PrunerConfig("moasha", rung_metric=metric)
+        for j, field in enumerate(pruner.rung_fields(pool.objectives)):
+            columns.setdefault((j, field), pruner)
+    names = [f"{field} ~ final {pool.objectives[j]}" for j, field in columns]
+    width = max(map(len, names)) + 3
+    print("rank correlation (Spearman) of a value at a rung with the final objective, over the pool")
+    print(f"{'rung':>8}" + "".join(f"{name:>{width}}" for name in names))
+    for rung in rungs:
+        cells = []
+        for (j, _), pruner in columns.items():
+            early = [pruner.rung_values(pool.at(i, rung), pool.objectives)[j] for i in range(len(pool.trials))]
+            cells.append(spearman(np.array(early), finals[:, j]))
+        print(f"{rung:>8,}" + "".join(f"{cell:>{width}.2f}" for cell in cells))
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--storage", required=True, metavar="URL", help="database of the studies (SQLite, PostgreSQL)")
@@ -170,7 +199,8 @@ def main() -> None:
     tokens = {arm: np.array([curve[-1][0] for curve in curves]) for arm, curves in runs.items()}
     reference = tokens["without pruning"].mean()
 
-    print(f"pool: {len(pool.trials)} completed trials of {pool.budget:,} tokens from {len(pool.studies)} studies")
+    print(f"pool: {len(pool.trials)} completed trials of {pool.budget:,} tokens from {len(pool.studies)} studies\n")
+    predictions(pool, pruner.rungs(pool.budget))
     rule = "strict top 1/eta" if args.strict else "keep_front"
     fields = " and ".join(pruner.rung_fields(pool.objectives))
     judged = "final values (--oracle)" if args.oracle else f"{fields} at the rung"
