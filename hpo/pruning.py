@@ -25,11 +25,11 @@ A second departure (`rung_metric`): the accuracy objective is judged at a rung b
 validation loss, not by the accuracy itself. Early next-token accuracy sits on plateaus
 (on the builtin corpus many trials read 0.112, then 0.220, for several evaluations: the
 commonest characters), while the loss keeps falling, and it ranks the trials' final
-accuracies better. Over six pools of 192 trials,
-Spearman's correlation with the final accuracy was 0.64 to 0.77 for the loss against
-0.52 to 0.62 for the accuracy at the budget / 9, and 0.82 to 0.86 against 0.70 to 0.80 at
-the budget / 3 (scripts/replay_pruning.py prints them). Throughput at a rung needs no
-stand-in: its correlation with the final throughput was 0.98 to 1.00.
+accuracies better. Over six pools of 192 trials, Spearman's correlation with the final
+accuracy was 0.65 to 0.78 for the loss against 0.53 to 0.65 for the accuracy at the
+budget / 9, and 0.83 to 0.87 against 0.70 to 0.80 at the budget / 3
+(scripts/replay_pruning.py prints them). Throughput at a rung needs no stand-in: its
+correlation with the final throughput was 0.98 to 1.00.
 
 Single-objective studies use Optuna's pruners through `trial.report` instead.
 """

@@ -137,9 +137,18 @@ def with_pruning(pool: Pool, draws: list[int], pruner: PrunerConfig, oracle: boo
     return out
 
 
+def ranks(values: np.ndarray) -> np.ndarray:
+    """0-based ranks, tied values sharing their mean rank: early accuracies tie often (a
+    plateau is the same count of correct tokens), and ranking ties by position adds noise."""
+    order = np.empty(len(values))
+    order[values.argsort(kind="stable")] = np.arange(len(values))
+    _, tie, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return (np.bincount(tie, weights=order) / counts)[tie]
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation: Pearson's on the ranks (ties in measured floats are rare enough)."""
-    return float(np.corrcoef(a.argsort().argsort(), b.argsort().argsort())[0, 1])
+    """Spearman's rank correlation: Pearson's on the ranks."""
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
 
 
 def predictions(pool: Pool, rungs: list[int]) -> None:
