@@ -34,7 +34,7 @@ every trial's final values at its rungs would need 0.56 to 0.64 of the tokens; w
 without pruning by default, and 4 seeds: runs of 3 seeds measured anywhere from 0.37
 to 0.66 where 13 seeds pooled measured 0.55.
 
-    python scripts/bench_search.py                  # 4 seeds, ~18 minutes on 2 cores
+    python scripts/bench_search.py                  # 4 seeds, ~17 minutes on 2 cores
     python scripts/bench_search.py --keep search.db # then: hpo dashboard --storage sqlite:///search.db
     python scripts/bench_search.py --first-seed 4 --keep more.db
     python scripts/bench_search.py --analyze search.db more.db   # both runs' 8 seeds in one report
