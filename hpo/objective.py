@@ -206,11 +206,12 @@ class _Judge:
     ) -> None:
         self.study, self.trial, self.curves, self.rungs = study, trial, curves, rungs
         self.pruner, self.objectives = config.pruner, config.study.objectives
+        self.reports = config.pruner.optuna_pruner() is not None  # the study's Optuna pruner judges
         self.last_tokens = 0
 
     def __call__(self, event: EvalEvent) -> None:
         previous, self.last_tokens = self.last_tokens, event.tokens
-        if self.pruner.optuna_pruner() is not None:
+        if self.reports:
             self.trial.report(getattr(event, self.objectives[0]), step=event.tokens)
             if self.trial.should_prune():
                 self._prune(event.tokens, event, f"{self.pruner.name} pruner at {event.tokens:,} tokens")
