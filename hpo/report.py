@@ -30,7 +30,7 @@ from hpo import __version__
 from hpo.errors import HpoError
 from hpo.figures import X_TITLE, Y_TITLE, device_colour, front_line, points, study_curves
 from hpo.frontier import feasible_complete, hypervolume_history
-from hpo.results import objective_names
+from hpo.results import compute_text, objective_names
 from hpo.study import ATTR_REASON, target
 from hpo.tables import format_value
 from hpo.trainspec import EvalEvent
@@ -269,6 +269,9 @@ def _summary(study: optuna.Study) -> str:
             reasons[t.user_attrs[ATTR_REASON]] = reasons.get(t.user_attrs[ATTR_REASON], 0) + 1
     if reasons:
         parts.append("not completed: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
+    compute = compute_text(trials)
+    if compute:
+        parts.append(compute)
     fingerprint = study.user_attrs.get("data_fingerprint")
     if fingerprint:
         parts.append(f"data fingerprint {str(fingerprint)[:12]}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -80,7 +81,36 @@ def show_text(study: optuna.Study) -> str:
         for t in failed:
             reasons[t.user_attrs[ATTR_REASON]] = reasons.get(t.user_attrs[ATTR_REASON], 0) + 1
         parts.append("not completed: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
+    compute = compute_text(ran(study.get_trials(deepcopy=False)))
+    if compute:
+        parts.append(compute)
     return "\n".join(parts)
+
+
+def tokens_trained(trial: FrozenTrial) -> int:
+    """Training tokens a trial cost: its whole budget if complete, up to the evaluation that
+    stopped it if pruned (0 if it never trained: an infeasible configuration, a failure)."""
+    if trial.state == TrialState.COMPLETE:
+        return int(trial.user_attrs.get("tokens", 0))
+    rung = trial.user_attrs.get("rung") if trial.state == TrialState.PRUNED else None
+    return int(rung["tokens"]) if rung else 0
+
+
+def compute_text(trials: Sequence[FrozenTrial]) -> str | None:
+    """The tokens a study trained and what early stopping saved, measured on its own trials:
+    each stopped trial would have trained to its budget. None before any trial trained."""
+    spent = sum(tokens_trained(t) for t in trials)
+    if not spent:
+        return None
+    stopped = [t for t in trials if t.state == TrialState.PRUNED and "rung" in t.user_attrs]
+    saved = sum(int(t.user_attrs["config"]["budget"]["tokens"]) - tokens_trained(t) for t in stopped)
+    text = f"complete and pruned trials trained {spent:,} tokens"
+    if stopped:
+        text += (
+            f"; stopping {len(stopped)} of them early saved {saved:,} more, "
+            f"{saved / (spent + saved):.0%} of the study's cost without pruning"
+        )
+    return text
 
 
 def trial_records(study: optuna.Study) -> list[dict[str, Any]]:

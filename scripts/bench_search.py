@@ -59,6 +59,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.frontier import feasible_complete, hypervolume
 from hpo.pruning import PrunerConfig
+from hpo.results import tokens_trained
 
 PRUNED = ["pruner=moasha", "pruner.min_trials=2"]  # hpo's default rungs
 ARMS = {  # name -> (overrides, trial multiplier)
@@ -84,14 +85,6 @@ SPACES = {  # name -> overrides that set the searched space
 }
 
 
-def tokens_spent(trial: FrozenTrial) -> int:
-    """Training tokens a trial cost: its whole budget, or its last evaluation if stopped early."""
-    if trial.state == TrialState.COMPLETE:
-        return int(trial.user_attrs["tokens"])
-    rung = trial.user_attrs.get("rung")
-    return int(rung["tokens"]) if rung else 0
-
-
 RESAMPLES = 2000
 Bounds = list[tuple[float, float]]
 Curve = list[tuple[int, float]]  # (cumulative tokens, hypervolume), one point per finished trial
@@ -113,7 +106,7 @@ def trajectory(trials: list[FrozenTrial], scale: Bounds) -> Curve:
     """(cumulative tokens, hypervolume) after each finished trial, in completion order."""
     out, spent, front = [], 0, []
     for trial in sorted(trials, key=lambda t: t.datetime_complete or t.datetime_start or datetime.min):
-        spent += tokens_spent(trial)
+        spent += tokens_trained(trial)
         if feasible_complete([trial]):
             front.append(normalised(trial.values, scale))
         out.append((spent, hypervolume(front)))

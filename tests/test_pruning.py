@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from hpo.curves import CurveStore
 from hpo.errors import HpoError
 from hpo.pruning import PrunerConfig, crowding_distance, dominates, keeps, nondominated_fronts, ranking
+from hpo.results import show_text
 from hpo.settings import HpoConfig, StudySettings
 from hpo.trainspec import BudgetConfig, EvalEvent, TrainConfig
 
@@ -187,6 +188,7 @@ def test_moasha_study_prunes_and_keeps_the_front(storage_url: str) -> None:
         assert rung["rung_tokens"] in (4000, 12000) and rung["tokens"] >= rung["rung_tokens"]
         assert rung["tokens_per_sec"] > 0
     assert {t.number for t in study.best_trials} <= {t.number for t in complete}
+    assert f"stopping {len(pruned)} of them early saved" in show_text(study)
     curves = CurveStore(optuna.storages.RDBStorage(storage_url).engine).curves("pruned")
     assert set(curves) == {t.number for t in trials}  # pruned trials keep their curves too
     for trial in pruned:

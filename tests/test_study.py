@@ -722,3 +722,18 @@ def test_surplus_claims_are_not_failures(sqlite_url: str) -> None:
     row = studies_table(study._storage).splitlines()[-1].split()
     assert row[:5] == ["claims", "1/2", "0", "0", "1"], row
     assert "not completed: 1 crashed" in show_text(study)
+
+
+def test_show_measures_what_pruning_saved(sqlite_url: str) -> None:
+    """Tokens count as trained: a complete trial's budget, a pruned one's up to its rung;
+    an infeasible configuration and a failure trained nothing that the study records."""
+    study = optuna.create_study(study_name="saved", storage=sqlite_url, directions=["maximize", "maximize"])
+    budget = {"config": {"budget": {"tokens": 1000}}}
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 1000.0], user_attrs={**budget, "tokens": 1000}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={**budget, "rung": {"tokens": 200}}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={ATTR_REASON: "infeasible"}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={ATTR_REASON: "crashed"}))
+    assert show_text(study).endswith(
+        "complete and pruned trials trained 1,200 tokens; "
+        "stopping 1 of them early saved 800 more, 40% of the study's cost without pruning"
+    )
