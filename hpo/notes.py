@@ -161,8 +161,9 @@ def trial_note(trial: FrozenTrial, objective_names: Sequence[str], curve: Sequen
     rung = attrs.get("rung")
     if isinstance(rung, Mapping):
         parts.append(
-            f"Stopped at the rung of {rung.get('rung_tokens', 0):,} tokens, with val_accuracy "
-            f"{rung.get('val_accuracy', float('nan')):.4f} and {rung.get('tokens_per_sec', 0):,.0f} tokens/s."
+            f"Stopped at the rung of {rung.get('rung_tokens', 0):,} tokens, with val_loss "
+            f"{rung.get('val_loss', float('nan')):.4f}, val_accuracy {rung.get('val_accuracy', float('nan')):.4f} "
+            f"and {rung.get('tokens_per_sec', 0):,.0f} tokens/s."
         )
     parts.append("### Configuration")
     if trial.params:

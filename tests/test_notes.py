@@ -6,6 +6,8 @@ real `hpo run` wrote, as optuna-dashboard reads it, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import optuna
 import pytest
 from browse_helpers import MIXED, STUDY, browse_study, figures_of, graph_keys, mixed_study, note_of
@@ -103,11 +105,16 @@ def test_a_note_survives_markdown_in_its_values() -> None:
 def test_a_pruned_trial_note_takes_its_curve_from_the_curve_table() -> None:
     trial = optuna.trial.create_trial(
         state=TrialState.PRUNED,
-        user_attrs={"failure_reason": "pruned", "failure_message": "rung 10,240 tokens:\nnot in the top 1/3"},
+        user_attrs={
+            "failure_reason": "pruned",
+            "failure_message": "rung 10,240 tokens:\nnot in the top 1/3",
+            "rung": {"rung_tokens": 10_000, **asdict(EvalEvent(10, 10240, 3.5, 3.4, 0.21, 50_000.0))},
+        },
     )
     curve = [EvalEvent(10, 10240, 3.5, 3.4, 0.21, 50_000.0)]
     note = trial_note(trial, ["val_accuracy", "tokens_per_sec"], curve)
     assert "> **pruned**: rung 10,240 tokens:\n> not in the top 1/3" in note  # one quote, both lines
+    assert "rung of 10,000 tokens, with val_loss 3.4000, val_accuracy 0.2100 and 50,000 tokens/s." in note
     assert "### Learning curve" in note and "| 10,240 | 3.5000 | 3.4000 | 0.2100 | 50,000 |" in note
 
 
