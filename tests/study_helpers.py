@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -77,6 +78,12 @@ def hpo_ok(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def _as_a_terminal_starts_it() -> None:
+    """Ctrl-C reaches a command that a terminal starts. A suite started in the background
+    by a script (`pytest &`) ignores SIGINT, and without this its commands would too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_hpo(*args: str, **popen: Any) -> subprocess.Popen[str]:
     """Start `python -m hpo ARGS...` in a session of its own (so its group can be signalled)."""
     return subprocess.Popen(
@@ -86,6 +93,7 @@ def start_hpo(*args: str, **popen: Any) -> subprocess.Popen[str]:
         stdin=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
+        preexec_fn=_as_a_terminal_starts_it,
         **popen,
     )
 
