@@ -30,8 +30,8 @@ from hpo import __version__
 from hpo.errors import HpoError
 from hpo.figures import X_TITLE, Y_TITLE, device_colour, front_line, points, study_curves
 from hpo.frontier import feasible_complete, hypervolume_history
-from hpo.results import compute_text, objective_names
-from hpo.study import ATTR_REASON, target
+from hpo.results import objective_names, outcome_lines
+from hpo.study import target
 from hpo.tables import format_value
 from hpo.trainspec import EvalEvent
 
@@ -263,15 +263,7 @@ def _summary(study: optuna.Study) -> str:
         f"{counts[TrialState.FAIL]} failed, {counts[TrialState.RUNNING]} running"
         + (f" (target {target(study)})" if target(study) else ""),
     ]
-    reasons: dict[str, int] = {}
-    for t in trials:
-        if ATTR_REASON in t.user_attrs:
-            reasons[t.user_attrs[ATTR_REASON]] = reasons.get(t.user_attrs[ATTR_REASON], 0) + 1
-    if reasons:
-        parts.append("not completed: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
-    compute = compute_text(trials)
-    if compute:
-        parts.append(compute)
+    parts += outcome_lines(trials)
     fingerprint = study.user_attrs.get("data_fingerprint")
     if fingerprint:
         parts.append(f"data fingerprint {str(fingerprint)[:12]}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,22 +70,25 @@ def show_text(study: optuna.Study) -> str:
     """Pareto front plus the best trial by each objective, as `hpo show` prints it."""
     names = objective_names(study)
     parts = [f"study {study.study_name}: Pareto front ({len(study.best_trials)} trials)", pareto_table(study)]
-    trials = feasible_complete(study.get_trials(deepcopy=False))
+    every = study.get_trials(deepcopy=False)
+    trials = feasible_complete(every)
     for i, name in enumerate(names):
         if trials:
             best = max(trials, key=lambda t: t.values[i])
             params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(best.params.items()))
             parts.append(f"best {name}: trial {best.number} ({_fmt(best.values[i])}) {params}")
-    failed = [t for t in ran(study.get_trials(deepcopy=False)) if ATTR_REASON in t.user_attrs]
-    if failed:
-        reasons: dict[str, int] = {}
-        for t in failed:
-            reasons[t.user_attrs[ATTR_REASON]] = reasons.get(t.user_attrs[ATTR_REASON], 0) + 1
-        parts.append("not completed: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
-    compute = compute_text(ran(study.get_trials(deepcopy=False)))
-    if compute:
-        parts.append(compute)
-    return "\n".join(parts)
+    return "\n".join(parts + outcome_lines(every))
+
+
+def outcome_lines(trials: Sequence[FrozenTrial]) -> list[str]:
+    """The lines `hpo show` and `hpo report` both end their summary with: why trials did
+    not complete, and the tokens the study trained (surplus claims of proxied workers are
+    bookkeeping, left out)."""
+    trials = ran(list(trials))
+    reasons = Counter(t.user_attrs[ATTR_REASON] for t in trials if ATTR_REASON in t.user_attrs)
+    lines = ["not completed: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))] if reasons else []
+    compute = _compute_text(trials)
+    return lines + ([compute] if compute else [])
 
 
 def tokens_trained(trial: FrozenTrial) -> int:
@@ -96,7 +100,7 @@ def tokens_trained(trial: FrozenTrial) -> int:
     return int(rung["tokens"]) if rung else 0
 
 
-def compute_text(trials: Sequence[FrozenTrial]) -> str | None:
+def _compute_text(trials: Sequence[FrozenTrial]) -> str | None:
     """The tokens a study trained and what early stopping saved, measured on its own trials:
     each stopped trial would have trained to its budget. None before any trial trained."""
     spent = sum(tokens_trained(t) for t in trials)
