@@ -133,7 +133,7 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "run": (_study_command("run", trains=True), "create a study (or continue one of the same name) and run it"),
     "resume": (_study_command("resume", trains=True), "continue a stored study from the database alone"),
     "worker": (_study_command("worker", trains=True), "join a running study"),
-    "proxy": (_study_command("proxy"), "serve a database to many workers through Optuna's gRPC proxy"),
+    "proxy": (_study_command("proxy", "cli_browse"), "serve a database to many workers through Optuna's gRPC proxy"),
     "studies": (_study_command("studies", "cli_browse"), "list the studies in a database"),
     "show": (_study_command("show", "cli_browse"), "Pareto front and best trials of a study"),
     "export": (_study_command("export", "cli_browse"), "all trials of a study as CSV or JSON"),

@@ -1,7 +1,7 @@
-"""`hpo studies | show | export | dashboard | report`: look at stored studies.
+"""`hpo studies | show | export | dashboard | report | proxy`: look at stored studies, or serve them.
 
 None of these trains, so none imports torch: they answer at the speed of Optuna and the
-database.
+database, and a proxy or a dashboard server stays small.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 import optuna
 
 from hpo.dashboard import DEFAULT_HOST, DEFAULT_PORT
+from hpo.errors import HpoError
 from hpo.results import export, show_text, studies_table
-from hpo.storage import open_storage, resolve_url
+from hpo.storage import DATABASE_URLS, open_storage, redact, resolve_url
 from hpo.study import find_study
 
 STORAGE_HELP = "database URL (default: $HPO_STORAGE, sqlite:///hpo.db)"
@@ -83,4 +84,32 @@ def cmd_export(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
             handle.write(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_proxy(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    from hpo import proxy
+
+    parser.add_argument(
+        "--storage", metavar="URL", help="database URL to serve (default: $HPO_STORAGE, sqlite:///hpo.db)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=proxy.DEFAULT_PORT, help=f"port (default {proxy.DEFAULT_PORT})")
+    parser.add_argument(
+        "--figures-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="redraw the dashboard figures of proxied studies this often (default 10; 0: never)",
+    )
+    args = parser.parse_intermixed_args(argv)
+    if args.figures_every < 0:
+        raise HpoError(f"--figures-every {args.figures_every:g} is negative; give seconds, or 0 to draw no figures")
+    url = resolve_url(args.storage)
+    if proxy.is_grpc(url):
+        raise HpoError(f"--storage {url} is a proxy itself; a proxy serves a database: use {DATABASE_URLS}")
+    # A new database is fine: workers create their studies through the proxy.
+    database = open_storage(url)
+    assert isinstance(database, optuna.storages.RDBStorage)  # not a proxy: checked above
+    proxy.serve(database, redact(url), args.host, args.port, args.figures_every)
     return 0

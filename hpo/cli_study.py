@@ -16,7 +16,7 @@ from hpo.data import load_dataset
 from hpo.errors import HpoError
 from hpo.results import objective_names, show_text, trial_line
 from hpo.settings import HpoConfig
-from hpo.storage import DATABASE_URLS, Storage, open_storage, redact, resolve_url, wait_for_storage
+from hpo.storage import Storage, open_storage, redact, resolve_url, wait_for_storage
 from hpo.study import (
     ATTR_FINGERPRINT,
     ATTR_TARGET,
@@ -180,32 +180,4 @@ def cmd_worker(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def cmd_proxy(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
-    from hpo import proxy
-
-    parser.add_argument(
-        "--storage", metavar="URL", help="database URL to serve (default: $HPO_STORAGE, sqlite:///hpo.db)"
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    parser.add_argument("--port", type=int, default=proxy.DEFAULT_PORT, help=f"port (default {proxy.DEFAULT_PORT})")
-    parser.add_argument(
-        "--figures-every",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="redraw the dashboard figures of proxied studies this often (default 10; 0: never)",
-    )
-    args = parser.parse_intermixed_args(argv)
-    if args.figures_every < 0:
-        raise HpoError(f"--figures-every {args.figures_every:g} is negative; give seconds, or 0 to draw no figures")
-    url = resolve_url(args.storage)
-    if proxy.is_grpc(url):
-        raise HpoError(f"--storage {url} is a proxy itself; a proxy serves a database: use {DATABASE_URLS}")
-    # A new database is fine: workers create their studies through the proxy.
-    database = open_storage(url)
-    assert isinstance(database, optuna.storages.RDBStorage)  # not a proxy: checked above
-    proxy.serve(database, redact(url), args.host, args.port, args.figures_every)
-    return 0
-
-
-__all__ = ["cmd_proxy", "cmd_resume", "cmd_run", "cmd_worker"]
+__all__ = ["cmd_resume", "cmd_run", "cmd_worker"]

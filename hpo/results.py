@@ -55,12 +55,11 @@ def _best_values(study: optuna.Study) -> dict[str, float]:
     return {name: max(t.values[i] for t in trials) for i, name in enumerate(objective_names(study))}
 
 
-def pareto_table(study: optuna.Study) -> str:
-    """The Pareto front (feasible trials only), sorted by the first objective."""
-    front = sorted(study.best_trials, key=lambda t: -t.values[0])
+def pareto_table(front: Sequence[FrozenTrial], names: Sequence[str]) -> str:
+    """The Pareto front's trials (`study.best_trials`: feasible ones only), sorted by the first objective."""
+    front = sorted(front, key=lambda t: -t.values[0])
     if not front:
         return "no completed trials yet"
-    names = objective_names(study)
     params = sorted({key for t in front for key in t.params})
     rows = [(t.number, *t.values, *(t.params.get(p) for p in params)) for t in front]
     return format_table(["trial", *names, *params], rows)
@@ -68,8 +67,8 @@ def pareto_table(study: optuna.Study) -> str:
 
 def show_text(study: optuna.Study) -> str:
     """Pareto front plus the best trial by each objective, as `hpo show` prints it."""
-    names = objective_names(study)
-    parts = [f"study {study.study_name}: Pareto front ({len(study.best_trials)} trials)", pareto_table(study)]
+    names, front = objective_names(study), study.best_trials
+    parts = [f"study {study.study_name}: Pareto front ({len(front)} trials)", pareto_table(front, names)]
     every = study.get_trials(deepcopy=False)
     trials = feasible_complete(every)
     for i, name in enumerate(names):

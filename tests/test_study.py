@@ -249,19 +249,21 @@ BROWSE = """
 import sys
 from hpo.cli import main
 
-for argv in {commands!r}:
-    assert main(argv) == 0, argv
+for argv, status in {commands!r}:
+    assert main(argv) == status, argv
 print("torch loaded:", "torch" in sys.modules)
 """
 
 
 def test_browsing_commands_never_import_torch(finished: tuple[str, str]) -> None:
-    """`hpo studies | show | export` only read the database; torch would add a second to each."""
+    """`hpo studies | show | export` only read the database, and `hpo proxy` only serves it;
+    torch would add a second to each, and hundreds of megabytes to a long-lived proxy."""
     url, name = finished
     commands = [
-        ["studies", "--storage", url],
-        ["show", name, "--storage", url],
-        ["export", name, "--storage", url, "--format", "csv"],
+        (["studies", "--storage", url], 0),
+        (["show", name, "--storage", url], 0),
+        (["export", name, "--storage", url, "--format", "csv"], 0),
+        (["proxy", "--storage", url, "--figures-every", "-1"], 2),  # a user error: it serves nothing
     ]
     result = subprocess.run(
         [sys.executable, "-c", BROWSE.format(commands=commands)], capture_output=True, text=True, check=True
