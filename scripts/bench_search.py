@@ -32,7 +32,7 @@ meet empty rungs and run to the end. With 16 trials per search even a pruner tha
 every trial's final values at its rungs would need 0.56 to 0.64 of the tokens; with 32,
 0.41 to 0.50 (`replay_pruning.py --oracle` on kept runs). Hence 32 trials per study
 without pruning by default, and 4 seeds: runs of 3 or 4 seeds measured anywhere from
-0.37 to 0.84 where 17 seeds pooled measured 0.55.
+0.37 to 0.84 where 34 seeds pooled measured 0.57.
 
     python scripts/bench_search.py                  # 4 seeds, ~17 minutes on 2 cores
     python scripts/bench_search.py --keep search.db # then: hpo dashboard --storage sqlite:///search.db

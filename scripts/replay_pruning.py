@@ -16,6 +16,10 @@ the pruner differs; 200 replays take about a minute.
 rule itself, as if early values predicted final ones perfectly. Its gap to the real
 replay is what prediction costs; what it leaves is what the rule and the number of
 trials allow (the first trials of a search meet empty rungs and run to the end).
+`--promotion` pauses every trial at each rung instead, and resumes the paused trials in
+their rung's top 1/eta before drawing a new one (ASHA's promotion type, which hpo does
+not run: its trials cannot pause): what waiting for company at a rung would save.
+`--strict` and `--min-trials` do not apply to it.
 `--rung-metric val_accuracy` judges accuracy at a rung by the accuracy itself instead of
 the validation loss (hpo's default, `pruner.rung_metric`). Before the replays, a table
 shows how well each rung ranks the final objectives by either: Spearman's correlation of
@@ -28,6 +32,7 @@ evaluate every budget / 9 (train.evals=9), where the default rungs fall.
     python scripts/replay_pruning.py --storage sqlite:///search.db              # hpo's default rungs
     python scripts/replay_pruning.py --storage sqlite:///search.db --min-tokens 66666   # one rung at budget / 3
     python scripts/replay_pruning.py --storage sqlite:///search.db --oracle       # the rule's own limit
+    python scripts/replay_pruning.py --storage sqlite:///search.db --promotion    # pausing, not stopping
     python scripts/replay_pruning.py --storage sqlite:///search.db --rung-metric val_accuracy
 """
 
@@ -50,7 +55,7 @@ from hpo.curves import CurveStore
 from hpo.errors import HpoError
 from hpo.frontier import feasible_complete, hypervolume
 from hpo.proxy import is_grpc
-from hpo.pruning import PrunerConfig, RungMetric, keeps
+from hpo.pruning import PrunerConfig, RungMetric, keeps, ranking
 from hpo.storage import open_storage
 from hpo.trainspec import EvalEvent
 
@@ -137,6 +142,38 @@ def with_pruning(pool: Pool, draws: list[int], pruner: PrunerConfig, oracle: boo
     return out
 
 
+def with_promotion(pool: Pool, draws: list[int], pruner: PrunerConfig) -> Curve:
+    """ASHA's promotion type over the same draws: every trial pauses at each rung, and
+    before a new draw starts, the best paused trial in its rung's top 1/eta resumes to the
+    next rung, the highest rung first (a rung of fewer than eta trials promotes none). A
+    resumed trial goes on from where it paused. What pausing trials would save over
+    stopping them, hpo's rule: a trial waits at a rung until the rung has company, instead
+    of running to the end because the rung is still empty."""
+    levels = [*pruner.rungs(pool.budget), pool.budget]
+    last = len(levels) - 1
+    seen: list[dict[int, tuple[float, ...]]] = [{} for _ in range(last)]
+    waiting: list[list[int]] = [[] for _ in range(last)]  # per rung: its paused trials in its top, best first
+    level = [-1] * len(draws)  # the highest level each draw reached
+    reached, spent, front, out = [0] * len(draws), 0, [], []
+    fresh = iter(range(len(draws)))
+    while True:
+        rung = next((r for r in reversed(range(last)) if waiting[r]), None)
+        k = waiting[rung].pop(0) if rung is not None else next(fresh, None)
+        if k is None:
+            return out
+        i, level[k] = draws[k], level[k] + 1
+        tokens = pool.cost(i) if level[k] == last else pool.at(i, levels[level[k]]).tokens
+        spent, reached[k] = spent + tokens - reached[k], tokens
+        if level[k] == last:
+            front.append(pool.points[i])
+        else:
+            at_rung = seen[level[k]]
+            at_rung[k] = pruner.rung_values(pool.at(i, levels[level[k]]), pool.objectives)
+            top = ranking(at_rung)[: len(at_rung) // pruner.eta]
+            waiting[level[k]] = [j for j in top if level[j] == level[k]]
+        out.append((spent, hypervolume(front)))
+
+
 def ranks(values: np.ndarray) -> np.ndarray:
     """0-based ranks, tied values sharing their mean rank: early accuracies tie often (a
     plateau is the same count of correct tokens), and ranking ties by position adds noise."""
@@ -186,7 +223,14 @@ def main() -> None:
     parser.add_argument("--strict", action="store_true", help="the paper's top 1/eta only (no keep_front)")
     parser.add_argument("--rung-metric", choices=get_args(RungMetric), default="val_loss", help="judges val_accuracy")
     parser.add_argument("--oracle", action="store_true", help="rungs judge on final values: the rule's own limit")
+    parser.add_argument(
+        "--promotion",
+        action="store_true",
+        help="pause at rungs, resume the top 1/eta (ASHA's promotion type)",
+    )
     args = parser.parse_args()
+    if args.promotion and args.oracle:
+        parser.error("--promotion replays the rule on the values at the rungs; leave out --oracle")
     try:
         pruner = PrunerConfig(
             "moasha", args.eta, args.min_tokens, args.min_trials, not args.strict, rung_metric=args.rung_metric
@@ -201,7 +245,10 @@ def main() -> None:
     trials = range(len(pool.trials))
     for _ in range(args.replays):
         full.append(without_pruning(pool, rng.choices(trials, k=args.trials)))
-        pruned.append(with_pruning(pool, rng.choices(trials, k=args.trials * args.factor), pruner, args.oracle))
+        draws = rng.choices(trials, k=args.trials * args.factor)
+        pruned.append(
+            with_promotion(pool, draws, pruner) if args.promotion else with_pruning(pool, draws, pruner, args.oracle)
+        )
     grid = np.linspace(0, max(curve[-1][0] for curve in full + pruned), GRID_POINTS)
     runs = {"without pruning": full, "MO-ASHA": pruned}
     rows = {arm: on_grid(curves, grid) for arm, curves in runs.items()}
@@ -215,6 +262,8 @@ def main() -> None:
     judged = "final values (--oracle)" if args.oracle else f"{fields} at the rung"
     print(f"MO-ASHA: eta {args.eta}, rungs at {pruner.rungs(pool.budget)} tokens, min_trials {args.min_trials}")
     print(f"a rung keeps by the {rule} rule, on each trial's {judged}")
+    if args.promotion:
+        print("instead, trials pause at every rung; a rung's top 1/eta resume before a new draw (--promotion)")
     print(f"{args.replays} replays of {args.trials} draws without pruning and {args.trials * args.factor} with")
     print("HV: normalised to the pool's worst and best values, averaged over the replays\n")
     print(f"{'':<16}{'final HV':>10}{'tokens spent':>15}{'HV at half / all of the unpruned tokens':>41}")
