@@ -260,10 +260,12 @@ def main() -> None:
     rule = "strict top 1/eta" if args.strict else "keep_front"
     fields = " and ".join(pruner.rung_fields(pool.objectives))
     judged = "final values (--oracle)" if args.oracle else f"{fields} at the rung"
-    print(f"MO-ASHA: eta {args.eta}, rungs at {pruner.rungs(pool.budget)} tokens, min_trials {args.min_trials}")
-    print(f"a rung keeps by the {rule} rule, on each trial's {judged}")
     if args.promotion:
-        print("instead, trials pause at every rung; a rung's top 1/eta resume before a new draw (--promotion)")
+        print(f"MO-ASHA: eta {args.eta}, rungs at {pruner.rungs(pool.budget)} tokens")
+        print(f"trials pause at every rung; a rung's top 1/eta by {judged} resume before a new draw (--promotion)")
+    else:
+        print(f"MO-ASHA: eta {args.eta}, rungs at {pruner.rungs(pool.budget)} tokens, min_trials {args.min_trials}")
+        print(f"a rung keeps by the {rule} rule, on each trial's {judged}")
     print(f"{args.replays} replays of {args.trials} draws without pruning and {args.trials * args.factor} with")
     print("HV: normalised to the pool's worst and best values, averaged over the replays\n")
     print(f"{'':<16}{'final HV':>10}{'tokens spent':>15}{'HV at half / all of the unpruned tokens':>41}")
