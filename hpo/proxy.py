@@ -26,7 +26,6 @@ of their studies itself (`FigureDrawer`).
 from __future__ import annotations
 
 import contextlib
-import socket
 import sys
 import threading
 import time
@@ -174,11 +173,11 @@ class FigureDrawer:
 def serve(storage: optuna.storages.RDBStorage, url: str, host: str, port: int, figures_every: float = 10.0) -> None:
     """Run Optuna's proxy for `storage` on host:port until interrupted, drawing the figures
     of proxied studies every `figures_every` seconds (0: never)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise HpoError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
+    from hpo.dashboard import bind  # imported here: hpo.dashboard imports hpo.storage, which imports this
+
+    # Bind first, as the dashboard does: a port out of range or in use, or a host that is not
+    # this machine's, is then a one-line error and not one from deep inside gRPC.
+    bind(host, port).server_close()
     if host not in LOCAL_HOSTS:
         print(
             f"warning: the proxy has no authentication or TLS: anyone who reaches {host}:{port} can read "

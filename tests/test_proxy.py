@@ -241,6 +241,17 @@ def test_bad_proxy_input_is_one_error_line(args: tuple[str, ...], fragment: str)
     assert_user_error(hpo(*args, timeout=60), fragment)
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--port", "70000"), "--port=70000 must be between 1 and 65535"),
+        (("--host", "nosuch.invalid"), "--host=nosuch.invalid is not an address of this machine"),
+    ],
+)
+def test_proxy_on_a_bad_address_is_one_error_line(sqlite_url: str, args: tuple[str, ...], fragment: str) -> None:
+    assert_user_error(hpo("proxy", "--storage", sqlite_url, *args, timeout=60), fragment)
+
+
 def test_proxy_on_a_taken_port_is_one_error_line(sqlite_url: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
