@@ -1,20 +1,26 @@
-"""Save a trained model with everything needed to use it again, loadable without pickle.
+"""What a run writes to disk: a trained model to use again, and a run's state to resume it.
 
-The file holds only tensors and plain Python values, so `torch.load(path,
-weights_only=True)` reads it: a checkpoint from someone else cannot run code.
+A checkpoint (`save_checkpoint`) is the trained model with its config and tokenizer. A
+state (`save_state`) is everything a run needs to go on exactly where it stopped: the
+weights, the optimizer's moments, the data order's generator, the RNG, the clock and the
+learning curve so far, so that a run resumed from it takes the same steps as one that
+never stopped. Both files hold only tensors and plain Python values, so
+`torch.load(path, weights_only=True)` reads them: a file from someone else cannot run code.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from hpo.data import Tokenizer
 from hpo.errors import HpoError
 from hpo.model import GPT
-from hpo.structured import build
+from hpo.structured import build, differences
 from hpo.trainspec import TrainConfig
 
 
@@ -50,3 +56,66 @@ def load_checkpoint(path: str | Path) -> tuple[GPT, TrainConfig, Tokenizer]:
         raise HpoError(f"{str(path)!r}: the weights do not fit the model config ({first})") from None
     model.eval()
     return model, config, build(Tokenizer, state["tokenizer"])
+
+
+STATE_FORMAT = 1
+# RunConfig fields that say where and how a run executes, not what it computes: a state
+# resumes under other values of these (another device, thread count or output path).
+PLACEMENT = frozenset(
+    {"device", "threads", "compile", "timing_warmup_steps", "checkpoint", "sample_tokens", "save_state", "resume_from"}
+)
+
+
+@dataclass
+class TrainState:
+    """A run right after an evaluation: what `train` resumes from. What comes next (the
+    next evaluation, the rungs ahead) follows from the config and the clock."""
+
+    config: dict[str, Any]  # the TrainConfig's dict: a state resumes only the run that made it
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    data_rng: torch.Tensor  # the generator that draws every rank's training batches
+    torch_rng: torch.Tensor
+    cuda_rng: torch.Tensor | None
+    clock: dict[str, float]  # hpo.train's counters: steps, tokens and where the time went
+    curve: list[dict[str, Any]]  # EvalEvent fields
+    wall_time_s: float
+
+
+def run_identity(config: TrainConfig) -> dict[str, Any]:
+    """What a run computes: its config less the fields that only place it (PLACEMENT)."""
+    data = config.to_dict()
+    data["train"] = {k: v for k, v in data["train"].items() if k not in PLACEMENT}
+    return data
+
+
+def save_state(path: str | Path, state: TrainState) -> None:
+    """Write `state` to `path` atomically: a run killed while saving leaves the last state whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save({"format": STATE_FORMAT, **vars(state)}, partial)
+    os.replace(partial, path)
+
+
+def load_state(path: str | Path, config: TrainConfig) -> TrainState:
+    """The state at `path`, checked to belong to a run of `config` (up to PLACEMENT)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise HpoError(
+            f"train.resume_from={str(path)!r} does not exist; give the file that train.save_state wrote"
+        ) from None
+    except Exception as exc:  # torch raises several unrelated types for a bad file
+        raise HpoError(f"train.resume_from={str(path)!r} is not an hpo run state ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+        raise HpoError(f"train.resume_from={str(path)!r} is not an hpo run state of format {STATE_FORMAT}")
+    del data["format"]
+    state = TrainState(**data)
+    differing = differences(state.config, run_identity(config))
+    if differing:
+        raise HpoError(
+            f"train.resume_from={str(path)!r} was saved by a run with another {differing[0]}; "
+            "resume with the config that saved it"
+        )
+    return state

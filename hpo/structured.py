@@ -8,6 +8,7 @@ dotted key in the message, and leaves value checks to each dataclass's `__post_i
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Mapping
@@ -16,6 +17,22 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 from hpo.errors import HpoError
 
 T = TypeVar("T")
+
+
+def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two nested dicts, sorted. Compared through
+    JSON, as a database stores them: tuples and lists compare equal."""
+    flat_a, flat_b = _flatten(json.loads(json.dumps(a))), _flatten(json.loads(json.dumps(b)))
+    return sorted(k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k))
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out
 
 
 def build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:

@@ -8,7 +8,6 @@ different data is refused: the trials would not be comparable.
 
 from __future__ import annotations
 
-import json
 import warnings
 from typing import Any
 
@@ -20,7 +19,7 @@ from hpo.curves import CurveStore
 from hpo.errors import HpoError
 from hpo.settings import HpoConfig, SamplerConfig
 from hpo.storage import redact
-from hpo.structured import build
+from hpo.structured import build, differences
 
 ATTR_CONFIG = "hpo_config"
 ATTR_FINGERPRINT = "data_fingerprint"
@@ -56,21 +55,9 @@ def build_sampler(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSampl
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
-    return out
-
-
 def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ, ignoring run-control keys (MUTABLE_KEYS)."""
-    # Through JSON, as the database stores it: tuples and lists compare equal.
-    a, b = _flatten(json.loads(json.dumps(stored))), _flatten(json.loads(json.dumps(current)))
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    return [k for k in keys if not any(k == m or k.startswith(m + ".") for m in MUTABLE_KEYS)]
+    return [k for k in differences(stored, current) if not any(k == m or k.startswith(m + ".") for m in MUTABLE_KEYS)]
 
 
 def create_or_continue(

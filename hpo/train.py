@@ -6,7 +6,9 @@ study layer maps trial parameters to a `TrainConfig` and the result to objective
 
 Throughput is measured the way a careful benchmark would: only training steps count,
 the first `timing_warmup_steps` (allocator warm-up, lazy init, autotuning) and every
-evaluation are excluded, and on CUDA the clock is read only after a synchronize.
+evaluation are excluded, and on CUDA the clock is read only after a synchronize. A run
+resumed from a saved state (hpo.checkpoint) times its steps after a warm-up of its own,
+and its throughput counts the timed steps of both parts.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import contextlib
 import math
 import resource
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from hpo import hardware
+from hpo.checkpoint import TrainState, load_state, run_identity, save_checkpoint, save_state
 from hpo.data import Dataset, load_dataset
 from hpo.errors import DivergedError, HpoError
 from hpo.model import GPT
@@ -73,18 +76,33 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         torch.cuda.reset_peak_memory_stats(device)
     model = GPT(model_config).to(device)
     optimizer = build_optimizer(model, config.optim, device)
+    resumed = load_state(run.resume_from, config) if run.resume_from else None
+    if resumed is not None:  # before DDP wraps the model
+        model.load_state_dict(resumed.model)
+        optimizer.load_state_dict(resumed.optimizer)
+        generator.set_state(resumed.data_rng)
+        torch.set_rng_state(resumed.torch_rng)
+        if resumed.cuda_rng is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(resumed.cuda_rng, device)
     stepper = _Stepper(model, optimizer, micro, accum, world, dtype, run.compile, device)
+    resumed_steps = int(resumed.clock["steps"]) if resumed else 0
     warmup_steps = run.timing_warmup_steps
     if warmup_steps is None:
         warmup_steps = 1 if device.type == "cpu" else 3
     if total_steps is not None:
-        warmup_steps = min(warmup_steps, total_steps // 2)
-    clock = _Clock(warmup_steps, total_steps, config.budget.seconds, world, device)
+        warmup_steps = min(warmup_steps, (total_steps - resumed_steps) // 2)
+    clock = _Clock(resumed_steps + warmup_steps, total_steps, config.budget.seconds, world, device)
 
     loss_sum, loss_count = 0.0, 0
-    next_eval, curve = 1, []
-    extra_evals = sorted(run.eval_tokens)
+    next_eval, curve, wall_before = 1, [], 0.0
     train_loss = val_loss = val_accuracy = float("nan")
+    if resumed is not None:
+        clock.restore(resumed.clock)
+        curve = [EvalEvent(**event) for event in resumed.curve]
+        train_loss, val_loss, val_accuracy = curve[-1].train_loss, curve[-1].val_loss, curve[-1].val_accuracy
+        next_eval = math.floor(clock.progress() * run.evals) + 1  # as the stopped run computed it
+        wall_before = resumed.wall_time_s
+    extra_evals = sorted(t for t in run.eval_tokens if t > clock.tokens)
     model.train()
     while clock.progress() < 1.0:
         # The rate at the end of this step's share of the budget: warm-up never starts at 0.
@@ -118,14 +136,29 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
             eval_start = time.perf_counter()
             if rank == 0:  # the fixed validation set is scored once, on rank 0
                 val_loss, val_accuracy = evaluate(model, val_x, val_y, micro, device, stepper.autocast)
-            if world > 1:
-                torch.distributed.barrier()  # the other ranks wait here, outside their step clocks
-            clock.eval_time += time.perf_counter() - eval_start
             train_loss = loss_sum / loss_count
             loss_sum, loss_count = 0.0, 0
             event = EvalEvent(clock.steps, clock.tokens, train_loss, val_loss, val_accuracy, tokens_per_sec)
             curve.append(event)
             next_eval = math.floor(clock.progress() * run.evals) + 1
+            if run.save_state and rank == 0:  # before on_eval: whoever stops the run finds it saved
+                now = time.perf_counter()
+                counters = {**clock.counters(), "eval_time": clock.eval_time + now - eval_start}
+                state = TrainState(
+                    config=run_identity(config),
+                    model=model.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    data_rng=generator.get_state(),
+                    torch_rng=torch.get_rng_state(),
+                    cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    clock=counters,
+                    curve=[asdict(e) for e in curve],
+                    wall_time_s=wall_before + now - wall_start,
+                )
+                save_state(run.save_state, state)
+            if world > 1:
+                torch.distributed.barrier()  # the other ranks wait here, outside their step clocks
+            clock.eval_time += time.perf_counter() - eval_start
             if on_eval is not None and rank == 0:
                 on_eval(event)
             model.train()
@@ -136,15 +169,13 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         peak_memory = int(_all_reduce_max(float(peak_memory), device))
     sample = _sample(model, dataset, run, device) if run.sample_tokens and rank == 0 else ""
     if run.checkpoint and rank == 0:
-        from hpo.checkpoint import save_checkpoint
-
         save_checkpoint(run.checkpoint, model, config, dataset.tokenizer)
     flops_per_token = model_config.flops_per_token()
     achieved = flops_per_token * tokens_per_sec
     # The run's peak is every device's: achieved FLOP/s counts all ranks' tokens.
     device_peak = hardware.peak_flops(device) if dtype == torch.bfloat16 or device.type == "cpu" else None
     peak = device_peak * world if device_peak else None
-    wall = time.perf_counter() - wall_start
+    wall = wall_before + time.perf_counter() - wall_start
     return TrialResult(
         val_accuracy=val_accuracy,
         val_loss=val_loss,
@@ -171,7 +202,11 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         data_fingerprint=dataset.fingerprint,
         curve=tuple(curve),
         sample=sample,
+        resumed_at_tokens=int(resumed.clock["tokens"]) if resumed else 0,
     )
+
+
+_COUNTERS = ("steps", "tokens", "step_time", "timed_time", "timed_tokens", "eval_time", "budget_time")
 
 
 @dataclass
@@ -183,7 +218,7 @@ class _Clock:
     seconds budget ends on the same step everywhere.
     """
 
-    warmup_steps: int
+    timed_from: int  # steps up to this one are warm-up, not timed
     total_steps: int | None  # None: a seconds budget
     seconds: float | None
     world: int
@@ -201,9 +236,17 @@ class _Clock:
         self.tokens += tokens
         self.step_time += elapsed
         self.budget_time += mean_elapsed
-        if self.steps > self.warmup_steps:
+        if self.steps > self.timed_from:
             self.timed_time += elapsed
             self.timed_tokens += tokens
+
+    def counters(self) -> dict[str, float]:
+        """Where the run stands, for a saved state."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in _COUNTERS}
+
+    def restore(self, counters: dict[str, float]) -> None:
+        for name in _COUNTERS:
+            setattr(self, name, type(getattr(self, name))(counters[name]))
 
     def progress(self, steps_ahead: int = 0) -> float:
         """The share of the budget spent (after `steps_ahead` more steps, for a steps budget)."""

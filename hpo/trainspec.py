@@ -207,7 +207,9 @@ class RunConfig:
     `micro_batch_size` the step accumulates gradients over several micro-batches, so the
     optimization is the same whatever fits in memory. Evaluation happens `evals` times,
     evenly over the budget, and also at the first step reaching each of `eval_tokens`
-    (the rungs where a pruner decides).
+    (the rungs where a pruner decides). With `save_state` the run keeps its whole state in
+    that file, rewritten at every evaluation; `resume_from` goes on from such a file, taking
+    exactly the steps the stopped run would have taken.
     """
 
     batch_size: int = 32
@@ -225,6 +227,8 @@ class RunConfig:
     compile: bool = False
     checkpoint: str | None = None
     sample_tokens: int = 100
+    save_state: str | None = None
+    resume_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -306,6 +310,7 @@ class TrialResult:
     data_fingerprint: str
     curve: tuple[EvalEvent, ...]
     sample: str
+    resumed_at_tokens: int = 0  # where a resumed run took over (hpo.checkpoint); its throughput spans both
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""Checkpoints: saved by a real run, readable without pickle, and the same model when loaded."""
+"""Checkpoints and run states: saved by real runs, readable without pickle; a checkpoint loads
+the same model, a state resumes the same run."""
 
 from __future__ import annotations
 
@@ -17,9 +18,19 @@ import torch
 from hpo.checkpoint import load_checkpoint, save_checkpoint
 from hpo.data import Dataset
 from hpo.errors import HpoError
+from hpo.launch import run_isolated
 from hpo.model import GPT
 from hpo.train import evaluate, train
-from hpo.trainspec import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig, TrialResult
+from hpo.trainspec import (
+    BudgetConfig,
+    DataConfig,
+    EvalEvent,
+    GPTConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    TrialResult,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -158,3 +169,99 @@ def test_weights_that_do_not_fit_the_config(tmp_path: Path, builtin: Dataset) ->
     torch.save(state, path)
     with pytest.raises(HpoError, match=re.escape("mismatch.pt")):
         load_checkpoint(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Run states: a stopped run resumed takes the steps it would have taken
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(step: int):
+    def on_eval(event: EvalEvent) -> None:
+        if event.step >= step:
+            raise _Stop
+
+    return on_eval
+
+
+def _resumable(n_devices: int = 1) -> TrainConfig:
+    """Dropout draws from torch's RNG, AdamW keeps moments, a rung is ahead: all must resume."""
+    return TrainConfig(
+        model=GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, dropout=0.1),
+        data=DataConfig(val_tokens=2048),
+        optim=OptimConfig(name="adamw", lr=3e-3, warmup_frac=0.2),
+        train=RunConfig(batch_size=8, n_devices=n_devices, evals=4, eval_tokens=(7_000,), threads=1, sample_tokens=30),
+        budget=BudgetConfig(steps=40),
+    )
+
+
+def _with(config: TrainConfig, **run: object) -> TrainConfig:
+    return replace(config, train=replace(config.train, **run))
+
+
+def _learning(result: TrialResult) -> list[tuple[int, int, float, float, float]]:
+    """The curve without its throughput, which no two runs share."""
+    return [(e.step, e.tokens, e.train_loss, e.val_loss, e.val_accuracy) for e in result.curve]
+
+
+def test_a_resumed_run_takes_the_same_steps(tmp_path: Path, builtin: Dataset) -> None:
+    config = _resumable()
+    whole = train(config, dataset=builtin)
+    state = tmp_path / "run.pt"
+    with pytest.raises(_Stop):
+        train(_with(config, save_state=str(state)), on_eval=_stop_after(20), dataset=builtin)
+    stopped_at = torch.load(state, weights_only=True)["clock"]
+    assert stopped_at["steps"] == 20 and stopped_at["tokens"] == 20 * 8 * 32
+
+    resumed = train(_with(config, save_state=str(state), resume_from=str(state)), dataset=builtin)
+    assert resumed.resumed_at_tokens == 20 * 8 * 32
+    assert (resumed.steps, resumed.tokens) == (whole.steps, whole.tokens) == (40, 40 * 8 * 32)
+    assert _learning(resumed) == _learning(whole)  # the rung at 7,000 tokens included: [..., 7168, ...]
+    assert (resumed.val_loss, resumed.val_accuracy, resumed.sample) == (
+        whole.val_loss,
+        whole.val_accuracy,
+        whole.sample,
+    )
+    assert resumed.tokens_per_sec > 0 and resumed.timed_time_s < resumed.train_time_s
+    # the saved file follows the run to its last evaluation, and reads without pickle
+    assert torch.load(state, weights_only=True)["clock"]["steps"] == 40
+
+
+def test_a_run_resumes_on_two_ranks(tmp_path: Path) -> None:
+    config = _resumable(n_devices=2)
+    whole = run_isolated(config, timeout=300)
+    state = tmp_path / "ranks.pt"
+    with pytest.raises(_Stop):  # the launcher kills both ranks, as a pruner's decision does
+        run_isolated(_with(config, save_state=str(state)), on_eval=_stop_after(10), timeout=300)
+    resumed = run_isolated(_with(config, resume_from=str(state)), timeout=300)
+    assert resumed.resumed_at_tokens >= 10 * 8 * 32  # the ranks may have saved a later evaluation
+    assert _learning(resumed) == _learning(whole)
+    assert resumed.sample == whole.sample
+
+
+def test_a_state_resumes_only_its_own_run(tmp_path: Path, builtin: Dataset) -> None:
+    config = replace(_resumable(), budget=BudgetConfig(steps=10))
+    state = tmp_path / "run.pt"
+    train(_with(config, save_state=str(state)), dataset=builtin)
+    other = replace(config, optim=replace(config.optim, lr=1e-3))
+    with pytest.raises(HpoError, match=re.escape("was saved by a run with another optim.lr")):
+        train(_with(other, resume_from=str(state)), dataset=builtin)
+    # where it runs is no part of the run: another thread count resumes it
+    train(_with(config, resume_from=str(state), threads=2), dataset=builtin)
+
+
+def test_missing_or_foreign_state_is_a_user_error(tmp_path: Path, builtin: Dataset) -> None:
+    config = replace(_resumable(), budget=BudgetConfig(steps=4))
+    with pytest.raises(HpoError, match=r"train.resume_from='.*nothing.pt' does not exist"):
+        train(_with(config, resume_from=str(tmp_path / "nothing.pt")), dataset=builtin)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(4096))
+    with pytest.raises(HpoError, match="is not an hpo run state"):
+        train(_with(config, resume_from=str(garbage)), dataset=builtin)
+    model = tmp_path / "model.pt"
+    train(_with(config, checkpoint=str(model)), dataset=builtin)
+    with pytest.raises(HpoError, match="is not an hpo run state"):  # a checkpoint is not a state
+        train(_with(config, resume_from=str(model)), dataset=builtin)
