@@ -95,6 +95,7 @@ def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
         ("peak memory MiB", result.peak_memory_bytes / 2**20),
         ("steps", result.steps),
         ("tokens", result.tokens),
+        *([("resumed at tokens", result.resumed_at_tokens)] if result.resumed_at_tokens else []),
         ("wall s", result.wall_time_s),
         ("train steps s", result.train_time_s),
         ("eval s", result.eval_time_s),
@@ -106,6 +107,8 @@ def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
         print(f"\nsample:\n{result.sample}")
     if config.train.checkpoint:
         print(f"\ncheckpoint saved to {config.train.checkpoint}")
+    if config.train.save_state:
+        print(f"run state saved to {config.train.save_state} (resume with train.resume_from=PATH)")
     return 0
 
 

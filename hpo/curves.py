@@ -58,6 +58,10 @@ class Curves(Protocol):
         """Drop the points of a study name (a new study reusing a deleted one's name)."""
         ...
 
+    def inherit(self, study: str, parent: int, trial: int) -> list[EvalEvent]:
+        """Give `trial` the points of `parent`, whose run it resumes (hpo.states); returns them."""
+        ...
+
 
 def open_curves(storage: optuna.storages.BaseStorage) -> Curves:
     if isinstance(storage, optuna.storages.RDBStorage):
@@ -113,6 +117,13 @@ class CurveStore:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(CURVES).where(CURVES.c.study == study))
 
+    def inherit(self, study: str, parent: int, trial: int) -> list[EvalEvent]:
+        points = self.curve(study, parent)
+        if points:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(CURVES), [{"study": study, "trial": trial, **asdict(e)} for e in points])
+        return points
+
 
 class AttrCurves:
     """Learning curves as trial system attributes, one per point, for storages without SQL."""
@@ -155,6 +166,10 @@ class AttrCurves:
 
     def forget(self, study: str) -> None:
         """Nothing to do: the points of a deleted study went with its trials."""
+
+    def inherit(self, study: str, parent: int, trial: int) -> list[EvalEvent]:
+        """Nothing to copy: Optuna copied the points into the retry with the system attributes."""
+        return self.curve(study, trial)
 
 
 def _event_columns() -> list[sa.Column]:

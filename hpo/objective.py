@@ -9,6 +9,7 @@ training config, the learning curve, a text sample and the environment.
 from __future__ import annotations
 
 import contextlib
+import copy
 import platform
 import threading
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from hpo.launch import TrialFailure, run_isolated
 from hpo.leases import DeviceLeases, FileLeases, Leases, lease_owner
 from hpo.pruning import keeps
 from hpo.settings import HpoConfig
+from hpo.states import StateFiles, StateFolder, state_folder
 from hpo.storage import Storage
 from hpo.study import ATTR_MESSAGE, ATTR_REASON
 from hpo.trainspec import EvalEvent, TrainConfig, TrialResult
@@ -57,6 +59,7 @@ METRIC_ATTRS = (
     "torch_version",
     "data_fingerprint",
     "sample",
+    "resumed_at_tokens",
 )
 
 
@@ -96,20 +99,23 @@ class _Heartbeat:
 
 @dataclass(frozen=True)
 class TrialStores:
-    """What a trial writes besides Optuna's tables: device leases and learning curves."""
+    """What a trial writes besides Optuna's tables: device leases, learning curves and
+    training states (None: retries start over)."""
 
     storage: Storage
     leases: Leases
     curves: Curves
+    states: StateFolder | None
 
     @classmethod
     def open(cls, storage: Storage, config: HpoConfig) -> TrialStores:
+        states = state_folder(storage, config.storage.states)
         if not isinstance(storage, optuna.storages.RDBStorage):  # a gRPC proxy: no SQL here
-            return cls(storage, FileLeases(), open_curves(storage))
+            return cls(storage, FileLeases(), open_curves(storage), states)
         # A lease outlives a few missed renewals, and expires before the grace period ends, so
         # the retry of a dead worker's trial finds its devices free.
         ttl = (config.storage.heartbeat_interval + config.storage.grace_period) / 2
-        return cls(storage, DeviceLeases(storage.engine, ttl=ttl), open_curves(storage))
+        return cls(storage, DeviceLeases(storage.engine, ttl=ttl), open_curves(storage), states)
 
 
 def run_trial(
@@ -125,13 +131,19 @@ def run_trial(
     learn to avoid them (Optuna's samplers read constraints of complete and pruned
     trials only); failures are FAIL with a one-word reason; a pruned trial is PRUNED with
     the values it had at its rung. Ctrl-C at any point fails the trial with reason
-    `interrupted` (never leaving it RUNNING) and propagates.
+    `interrupted` (never leaving it RUNNING), queues it again for the next run to resume
+    (as Optuna queues a dead worker's trial) and propagates.
     """
     try:
         return _run_trial(study, trial, config, stores, on_eval)
     except KeyboardInterrupt:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            _finish(study, trial, TrialState.FAIL, reason=("interrupted", "stopped by Ctrl-C"))
+            stopped = _finish(study, trial, TrialState.FAIL, reason=("interrupted", "stopped by Ctrl-C"))
+            # The retry carries the trial's system attributes (its state file); its user
+            # attributes describe the stopped run, the reason above included, and stay with it.
+            blank = copy.copy(stopped)
+            blank.user_attrs = {}
+            optuna.storages.RetryHeartbeatStaleTrialCallback(config.storage.max_retry)(study, blank)
         raise
 
 
@@ -143,8 +155,11 @@ def _run_trial(
     on_eval: Callable[[EvalEvent], None] | None,
 ) -> FrozenTrial:
     params = config.space.suggest(trial)
+    record = stores.storage.get_trial(trial._trial_id)  # its system attributes, which Trial does not show
+    # A retry trains as the trial it retries, seed included, so that it can resume that run.
+    origin = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(record)
     try:
-        train_config = trial_config(config, params, trial.number)
+        train_config = trial_config(config, params, trial.number if origin is None else origin)
         reason = infeasible_reason(train_config, config.resources)
     except HpoError as exc:
         reason = str(exc)
@@ -154,9 +169,18 @@ def _run_trial(
         return _finish(study, trial, TrialState.PRUNED, reason=("infeasible", reason))
     rungs = config.pruner.rungs(train_config.budget.tokens or 0) if config.pruner.name == "moasha" else []
     train_config = replace(train_config, train=replace(train_config.train, eval_tokens=tuple(rungs)))
+    files = stores.states.claim(stores.storage, record) if stores.states is not None else None
+    if files is not None:
+        resume = str(files.resume) if files.resume is not None else None
+        run = replace(train_config.train, save_state=str(files.save), resume_from=resume)
+        train_config = replace(train_config, train=run)
     pool, _ = config.resources.pool()
     owner = lease_owner(study.study_name, trial.number)
-    judge = _Judge(study, trial, config, stores.curves, rungs)
+    resumed = []
+    if files is not None and files.resumed_trial is not None:
+        resumed = stores.curves.inherit(study.study_name, files.resumed_trial, trial.number)
+    # A resumed run was judged at the rungs it had passed: the judge starts where it took over.
+    judge = _Judge(study, trial, config, stores.curves, rungs, after_tokens=resumed[-1].tokens if resumed else 0)
 
     def on_event(event: EvalEvent) -> None:
         stores.curves.record(study.study_name, trial.number, event)
@@ -190,9 +214,12 @@ def _run_trial(
                 on_started=describe,
             )
     except optuna.TrialPruned as pruned:
+        _discard(files)
         return _finish(study, trial, TrialState.PRUNED, reason=("pruned", str(pruned)))
     except TrialFailure as failure:
+        _discard(files)
         return _finish(study, trial, TrialState.FAIL, reason=(failure.reason, failure.message))
+    _discard(files)
     _record(trial, result)
     values = [getattr(result, name) for name in config.study.objectives]
     return _finish(study, trial, TrialState.COMPLETE, values=values)
@@ -202,12 +229,18 @@ class _Judge:
     """Decides, at each evaluation, whether the trial goes on (raises TrialPruned if not)."""
 
     def __init__(
-        self, study: optuna.Study, trial: optuna.Trial, config: HpoConfig, curves: Curves, rungs: list[int]
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        config: HpoConfig,
+        curves: Curves,
+        rungs: list[int],
+        after_tokens: int = 0,
     ) -> None:
         self.study, self.trial, self.curves, self.rungs = study, trial, curves, rungs
         self.pruner, self.objectives = config.pruner, config.study.objectives
         self.reports = config.pruner.optuna_pruner() is not None  # the study's Optuna pruner judges
-        self.last_tokens = 0
+        self.last_tokens = after_tokens
 
     def __call__(self, event: EvalEvent) -> None:
         previous, self.last_tokens = self.last_tokens, event.tokens
@@ -229,6 +262,12 @@ class _Judge:
     def _prune(self, rung: int, event: EvalEvent, message: str) -> None:
         self.trial.set_user_attr("rung", {"rung_tokens": rung, **asdict(event)})
         raise optuna.TrialPruned(message)
+
+
+def _discard(files: StateFiles | None) -> None:
+    """The trial has ended: no retry will resume it (Ctrl-C and dead workers keep the files)."""
+    if files is not None:
+        files.discard()
 
 
 def _provenance(trial: optuna.Trial) -> None:

@@ -41,12 +41,15 @@ class StorageConfig:
 
     A running trial's worker writes a heartbeat every `heartbeat_interval` seconds; one
     silent for `grace_period` seconds is failed and re-queued (up to `max_retry` times).
+    The retry resumes from the training state that the lost run kept in `states`
+    (hpo.states; by default beside a SQLite database).
     """
 
     url: str | None = None
     heartbeat_interval: int = 10
     grace_period: int = 30
     max_retry: int = 3
+    states: str | None = None
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval < 1:

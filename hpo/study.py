@@ -133,7 +133,7 @@ def load_existing(name: str, storage: optuna.storages.BaseStorage, url: str) -> 
 
 
 def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
-    """Numbers of failed trials that Optuna re-queued (their worker died)."""
+    """Numbers of failed trials queued again (their worker died, or Ctrl-C stopped it)."""
     return {n for t in trials for n in optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 

@@ -48,6 +48,18 @@ def test_train_smoke(tmp_path: Path) -> None:
     assert len(sample) == 2 and sample[1].strip()
 
 
+def test_train_resumes_its_saved_state(tmp_path: Path) -> None:
+    state = tmp_path / "run.pt"
+    run = ["train", "--quiet", "experiment=smoke", "budget.tokens=16000", "train.evals=2"]
+    first = hpo(*run, f"train.save_state={state}", tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert f"run state saved to {state}" in first.stdout
+    again = hpo(*run, f"train.resume_from={state}", tmp_path=tmp_path)  # the whole run is in the state
+    assert again.returncode == 0, again.stderr
+    assert metric(again.stdout, "resumed at tokens") == metric(again.stdout, "tokens")
+    assert metric(again.stdout, "val_accuracy") == metric(first.stdout, "val_accuracy")
+
+
 def test_config_prints_yaml(tmp_path: Path) -> None:
     proc = hpo("config", "experiment=smoke", "optim.lr=0.002", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -98,6 +110,8 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("no-equals", ["train", "experiment=smoke", "model.n_layer"], "model.n_layer"),
     ("wrong-type", ["config", "model.n_layer=two"], "model.n_layer"),
     ("config-bad-value", ["config", "model.n_head=3"], "n_head=3"),
+    ("resume-missing", ["train", "experiment=smoke", "train.resume_from={state}"], "state.pt' does not exist"),
+    ("resume-not-a-state", ["train", "experiment=smoke", "train.resume_from={latin1}"], "not an hpo run state"),
     ("unknown-command", ["nope"], "nope"),
     ("unknown-flag", ["train", "--nope", "experiment=smoke"], "--nope"),
 ]
@@ -110,6 +124,7 @@ def bad_input_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subpro
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "latin1.txt").write_bytes("caf\u00e9 cr\u00e8me\n".encode("latin-1") * 100)
     files = {name: str(tmp_path / f"{name}.txt") for name in ("empty", "missing", "latin1")}
+    files["state"] = str(tmp_path / "state.pt")
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {
             case: pool.submit(hpo, *(arg.format(**files) for arg in args), tmp_path=tmp_path)

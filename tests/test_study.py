@@ -41,8 +41,11 @@ from study_helpers import (
 from study_helpers import hpo as run_hpo
 
 import hpo
+from hpo.curves import open_curves
 from hpo.results import show_text, studies_table
+from hpo.storage import open_storage
 from hpo.study import ATTR_REASON, ATTR_TARGET, SURPLUS, counted_trials
+from hpo.trainspec import EvalEvent
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -323,9 +326,9 @@ def test_rerun_of_the_same_study_continues_it(sqlite_url: str) -> None:
 # Crashes and Ctrl-C
 
 
-def _start_and_catch_a_running_trial(url: str, name: str) -> tuple[subprocess.Popen, FrozenTrial]:
+def _start_and_catch_a_running_trial(url: str, name: str, *extra: str) -> tuple[subprocess.Popen, FrozenTrial]:
     """Start `hpo run` on a 2-trial study; return once trial 1 trains (trial 0 complete)."""
-    overrides = tiny(name, 2, LONG_TRIAL, *FAST_HEARTBEAT)
+    overrides = tiny(name, 2, LONG_TRIAL, *FAST_HEARTBEAT, *extra)
     process = start_hpo("run", *overrides, "--storage", url, "--quiet")
 
     def caught() -> FrozenTrial | str | None:
@@ -346,6 +349,26 @@ def _start_and_catch_a_running_trial(url: str, name: str) -> tuple[subprocess.Po
     return process, running
 
 
+def _saved_points(url: str, name: str, number: int) -> list[EvalEvent]:
+    """The learning curve that trial `number` recorded: it saved its state at each point."""
+    return open_curves(open_storage(url)).curve(name, number)
+
+
+def _assert_resumed(url: str, name: str, lost: FrozenTrial, points: list[EvalEvent], folder: Path) -> None:
+    """The retry of `lost` went on from its saved state, and the states are gone."""
+    study = load(url, name)
+    (retry,) = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == lost.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == lost.params
+    assert retry.user_attrs["seed"] == lost.user_attrs["seed"]  # it trains as the lost trial did
+    # it took over at the lost run's last saved evaluation (the kill may have come after a later one)
+    assert retry.user_attrs["resumed_at_tokens"] >= points[-1].tokens > 0
+    assert retry.user_attrs["tokens"] >= 150_000  # LONG_TRIAL's budget, in whole steps, all told
+    curve = [EvalEvent(**point) for point in retry.user_attrs["curve"]]
+    assert curve[: len(points)] == points  # the lost run's points, then the retry's
+    assert _saved_points(url, name, retry.number)[: len(points)] == points
+    assert folder.is_dir() and not list(folder.iterdir())  # every trial ended: no state is left
+
+
 def _trial_process(worker_pid: int) -> list:
     """The worker's descendants that are not its own children: the training process."""
     try:
@@ -355,12 +378,19 @@ def _trial_process(worker_pid: int) -> list:
 
 
 @pytest.mark.timeout(600)
-def test_killed_worker_trial_is_retried(storage_url: str) -> None:
+def test_killed_worker_trial_is_retried_from_its_state(storage_url: str, tmp_path: Path) -> None:
     name = "crash"
-    process, running = _start_and_catch_a_running_trial(storage_url, name)
+    # SQLite keeps the states beside the database; PostgreSQL's workers name a folder they share
+    folder = Path(storage_url.removeprefix("sqlite:///") + "-states") if storage_url.startswith("sqlite") else None
+    extra = () if folder else (f"storage.states={tmp_path / 'shared'}",)
+    folder = folder or tmp_path / "shared"
+    process, running = _start_and_catch_a_running_trial(storage_url, name, *extra)
     tree: list = []
     try:
         wait_for(lambda: _trial_process(process.pid), timeout=60, what="the training child process")
+        points = wait_for(
+            lambda: _saved_points(storage_url, name, running.number), timeout=120, what="a saved evaluation"
+        )
         tree = process_tree(process.pid)
         assert len(tree) >= 3  # the worker, the forkserver, the training process (+ resource tracker)
         before = {t.number: t.values for t in complete(storage_url, name)}
@@ -389,6 +419,7 @@ def test_killed_worker_trial_is_retried(storage_url: str) -> None:
     assert retry.state == TrialState.COMPLETE
     assert retry.system_attrs["failed_trial"] == running.number
     assert retry.params == killed.params  # the same configuration, run again
+    _assert_resumed(storage_url, name, killed, points, folder)
     assert_nothing_running(storage_url, name)
     # the target counts outcomes: the complete ones, not the lost one
     assert counted_trials(study) == study.user_attrs["n_trials"] == 2
@@ -441,11 +472,12 @@ def test_worker_dying_right_after_its_claim_does_not_stall_the_study(sqlite_url:
 
 
 @pytest.mark.timeout(600)
-def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(sqlite_url: str) -> None:
+def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes_it(sqlite_url: str) -> None:
     name = "interrupted"
     process, running = _start_and_catch_a_running_trial(sqlite_url, name)
     tree: list = []
     try:
+        points = wait_for(lambda: _saved_points(sqlite_url, name, running.number), timeout=120, what="an evaluation")
         before = {t.number: t.values for t in complete(sqlite_url, name)}
         tree = process_tree(process.pid)
         os.killpg(process.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the whole group
@@ -463,15 +495,21 @@ def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(sqlite_url: str) -> N
     stopped = after[running.number]
     assert stopped.state == TrialState.FAIL
     assert stopped.user_attrs["failure_reason"] == "interrupted"
-    assert_nothing_running(sqlite_url, name)
+    # queued again, as a dead worker's trial is; nothing is left running
+    waiting = [t for t in after.values() if t.state == TrialState.WAITING]
+    assert [RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in waiting] == [running.number]
+    assert not waiting[0].user_attrs  # the stopped run's record stays with it
+    assert [t.number for t in after.values() if t.state == TrialState.RUNNING] == []
     for number, values in before.items():
         assert after[number].state == TrialState.COMPLETE and after[number].values == values
-    # an interrupted trial does not use up a slot: resume runs one more to reach the target
+    # an interrupted trial does not use up a slot: resume runs it again, from where it stopped
     hpo_ok("resume", name, "--storage", sqlite_url, "--quiet")
     study = load(sqlite_url, name)
     assert len(complete(sqlite_url, name)) == 2
     assert counted_trials(study) == 2
     assert [t.state for t in study.trials].count(TrialState.FAIL) == 1
+    _assert_resumed(sqlite_url, name, stopped, points, Path(sqlite_url.removeprefix("sqlite:///") + "-states"))
+    assert_nothing_running(sqlite_url, name)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""Where a study's running trials keep their training state, so that a retry resumes it.
+
+A trial's worker can die (a killed process, a lost machine) or be stopped (Ctrl-C); the
+trial then comes back as a retry with the same parameters (hpo.worker, hpo.objective).
+Without a state the retry trains from scratch. With one it goes on from the last
+evaluation that the lost run reached: the run saves its state there (`train.save_state`,
+hpo.checkpoint), and the retry resumes from that file and takes the very steps the lost
+run would have taken.
+
+The files live in a folder: next to a SQLite database by default (`hpo.db` keeps them in
+`hpo.db-states/`), or `storage.states` for workers of a PostgreSQL study, which must all
+mount that folder for one worker's retry to find another's state. A trial names its file
+in a trial system attribute before it trains; Optuna copies system attributes into the
+retry, which is how the retry finds it. The name is random, so a file left by a deleted
+study never passes for another study's state. A trial that ends (complete, pruned or
+failed) deletes its file and the one it resumed from; only the trials of dead or stopped
+workers leave theirs, for their retries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial
+
+ATTR_STATE = "hpo:state"
+
+
+@dataclass(frozen=True)
+class StateFiles:
+    """One trial's state files: where it saves its own, and the one it resumes from (saved
+    by trial number `resumed_trial`)."""
+
+    save: Path
+    resume: Path | None = None
+    resumed_trial: int | None = None
+
+    def discard(self) -> None:
+        """Delete both files (and a save cut short): the trial has ended."""
+        for path in (self.save, self.save.with_name(self.save.name + ".partial"), self.resume):
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class StateFolder:
+    """The folder of one database's trial states."""
+
+    path: Path
+
+    def claim(self, storage: optuna.storages.BaseStorage, trial: FrozenTrial) -> StateFiles:
+        """This trial's files: a new one to save to, and the latest state that the runs it
+        retries saved, if one got as far as an evaluation.
+
+        The trial's system attribute lists its own file first, then the one it resumes from:
+        a retry that dies before its first evaluation leaves its own retry that older state.
+        """
+        inherited = trial.system_attrs.get(ATTR_STATE, [])
+        existing = [(number, name) for number, name in inherited if (self.path / name).is_file()]
+        own = (trial.number, f"trial-{trial.number}-{uuid.uuid4().hex[:12]}.pt")
+        storage.set_trial_system_attr(trial._trial_id, ATTR_STATE, [own, *existing[:1]])
+        if not existing:
+            return StateFiles(self.path / own[1])
+        number, name = existing[0]
+        return StateFiles(self.path / own[1], self.path / name, number)
+
+
+def state_folder(storage: optuna.storages.BaseStorage, configured: str | None) -> StateFolder | None:
+    """The configured folder, else the one beside a SQLite database, else None (no states:
+    retries start over)."""
+    if configured:
+        return StateFolder(Path(configured))
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.engine.url.get_backend_name() == "sqlite":
+        database = storage.engine.url.database
+        if database:
+            return StateFolder(Path(database + "-states"))
+    return None
