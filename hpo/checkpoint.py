@@ -11,6 +11,7 @@ never stopped. Both files hold only tensors and plain Python values, so
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from hpo.data import Tokenizer
 from hpo.errors import HpoError
 from hpo.model import GPT
 from hpo.structured import build, differences
-from hpo.trainspec import TrainConfig
+from hpo.trainspec import TrainConfig, rung_state
 
 
 def save_checkpoint(path: str | Path, model: GPT, config: TrainConfig, tokenizer: Tokenizer) -> None:
@@ -89,13 +90,22 @@ def run_identity(config: TrainConfig) -> dict[str, Any]:
     return data
 
 
-def save_state(path: str | Path, state: TrainState) -> None:
-    """Write `state` to `path` atomically: a run killed while saving leaves the last state whole."""
+def save_state(path: str | Path, state: TrainState, rungs: Sequence[int] = ()) -> None:
+    """Write `state` to `path` atomically: a run killed while saving leaves the last state whole.
+
+    At rungs, the same file also becomes `rung_state(path, rung)` for each rung reached
+    (a hard link, which later saves leave alone): a pruner that pauses the run there
+    resumes it from exactly that point, even when the run went on to save later states
+    before it was stopped.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     torch.save({"format": STATE_FORMAT, **vars(state)}, partial)
     os.replace(partial, path)
+    for rung in rungs:
+        os.link(path, partial)
+        os.replace(partial, rung_state(str(path), rung))
 
 
 def load_state(path: str | Path, config: TrainConfig) -> TrainState:

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial
 from hpo.config import compose, hpo_config
 from hpo.data import load_dataset
 from hpo.errors import HpoError
+from hpo.objective import states_of
 from hpo.results import objective_names, show_text, trial_line
 from hpo.settings import HpoConfig
 from hpo.storage import Storage, open_storage, redact, resolve_url, wait_for_storage
@@ -130,6 +131,7 @@ def cmd_run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     config = hpo_config(compose(args.overrides))
     url = resolve_url(args.storage, config.storage.url)
     storage = _open(url, config, must_exist=False)
+    states_of(storage, config)  # a setting this database cannot serve is an error before the study exists
     fingerprint = load_dataset(config.train.data).fingerprint
     study = create_or_continue(config, storage, fingerprint)
     if not args.quiet or args.create_only:

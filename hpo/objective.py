@@ -25,7 +25,8 @@ from hpo.errors import HpoError
 from hpo.feasibility import infeasible_reason
 from hpo.launch import TrialFailure, run_isolated
 from hpo.leases import DeviceLeases, FileLeases, Leases, lease_owner
-from hpo.pruning import keeps
+from hpo.promotion import ATTR_CONTINUES, PAUSED, rung_points
+from hpo.pruning import keeps, promotable
 from hpo.settings import HpoConfig
 from hpo.states import StateFiles, StateFolder, state_folder
 from hpo.storage import Storage
@@ -68,10 +69,19 @@ def trial_seed(study_seed: int, number: int) -> int:
     return (study_seed * 1_000_003 + number) % 2**31
 
 
-def trial_config(config: HpoConfig, params: dict[str, Any], number: int) -> TrainConfig:
+def run_seed(trial: FrozenTrial, study_seed: int) -> int:
+    """The seed a trial trains with: its own, or that of the run it goes on with (as the
+    retry of a lost trial, or the promotion of a paused one), so that it can resume it."""
+    if ATTR_CONTINUES in trial.user_attrs:
+        return int(trial.user_attrs[ATTR_CONTINUES]["seed"])
+    origin = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return trial_seed(study_seed, trial.number if origin is None else origin)
+
+
+def trial_config(config: HpoConfig, params: dict[str, Any], seed: int) -> TrainConfig:
     """The TrainConfig of one trial; HpoError if the parameters make it invalid."""
     base = config.train
-    run = replace(base.train, seed=trial_seed(config.study.seed, number))
+    run = replace(base.train, seed=seed)
     return config.space.apply(replace(base, train=run), params)
 
 
@@ -109,13 +119,29 @@ class TrialStores:
 
     @classmethod
     def open(cls, storage: Storage, config: HpoConfig) -> TrialStores:
-        states = state_folder(storage, config.storage.states)
+        states = states_of(storage, config)
         if not isinstance(storage, optuna.storages.RDBStorage):  # a gRPC proxy: no SQL here
             return cls(storage, FileLeases(), open_curves(storage), states)
         # A lease outlives a few missed renewals, and expires before the grace period ends, so
         # the retry of a dead worker's trial finds its devices free.
         ttl = (config.storage.heartbeat_interval + config.storage.grace_period) / 2
         return cls(storage, DeviceLeases(storage.engine, ttl=ttl), open_curves(storage), states)
+
+
+def states_of(storage: Storage, config: HpoConfig) -> StateFolder | None:
+    """The folder of the study's trial states; HpoError if pausing trials needs one and there is none."""
+    states = state_folder(storage, config.storage.states)
+    if config.pruner.pause and not isinstance(storage, optuna.storages.RDBStorage):
+        raise HpoError(
+            "pruner.pause=true promotes paused trials under the study's lock, which workers behind a gRPC proxy "
+            "lack; give them the database URL, or leave out pruner.pause"
+        )
+    if config.pruner.pause and states is None:
+        raise HpoError(
+            "pruner.pause=true keeps paused runs' states in storage.states, which is unset for this database; "
+            "name a folder that every worker mounts (storage.states=PATH)"
+        )
+    return states
 
 
 def run_trial(
@@ -139,10 +165,11 @@ def run_trial(
     except KeyboardInterrupt:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             stopped = _finish(study, trial, TrialState.FAIL, reason=("interrupted", "stopped by Ctrl-C"))
-            # The retry carries the trial's system attributes (its state file); its user
-            # attributes describe the stopped run, the reason above included, and stay with it.
+            # The retry carries the trial's system attributes (its state file) and the run it
+            # continues, if a promotion; the rest of its user attributes describe the stopped
+            # run, the reason above included, and stay with it.
             blank = copy.copy(stopped)
-            blank.user_attrs = {}
+            blank.user_attrs = {k: v for k, v in stopped.user_attrs.items() if k == ATTR_CONTINUES}
             optuna.storages.RetryHeartbeatStaleTrialCallback(config.storage.max_retry)(study, blank)
         raise
 
@@ -156,10 +183,8 @@ def _run_trial(
 ) -> FrozenTrial:
     params = config.space.suggest(trial)
     record = stores.storage.get_trial(trial._trial_id)  # its system attributes, which Trial does not show
-    # A retry trains as the trial it retries, seed included, so that it can resume that run.
-    origin = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(record)
     try:
-        train_config = trial_config(config, params, trial.number if origin is None else origin)
+        train_config = trial_config(config, params, run_seed(record, config.study.seed))
         reason = infeasible_reason(train_config, config.resources)
     except HpoError as exc:
         reason = str(exc)
@@ -213,6 +238,10 @@ def _run_trial(
                 device_ids=devices,
                 on_started=describe,
             )
+    except _Paused as paused:  # its run's state at the rung stays, for a promotion
+        if files is not None:
+            files.discard_resumed()
+        return _finish(study, trial, TrialState.PRUNED, reason=(PAUSED, str(paused)))
     except optuna.TrialPruned as pruned:
         _discard(files)
         return _finish(study, trial, TrialState.PRUNED, reason=("pruned", str(pruned)))
@@ -247,21 +276,29 @@ class _Judge:
         if self.reports:
             self.trial.report(getattr(event, self.objectives[0]), step=event.tokens)
             if self.trial.should_prune():
-                self._prune(event.tokens, event, f"{self.pruner.name} pruner at {event.tokens:,} tokens")
+                message = f"{self.pruner.name} pruner at {event.tokens:,} tokens"
+                self._prune(event.tokens, event, optuna.TrialPruned(message))
         for rung in self.rungs:
             if previous < rung <= event.tokens:
-                at_rung = self.curves.at_rung(self.study.study_name, rung)
-                points = {n: self.pruner.rung_values(e, self.objectives) for n, e in at_rung.items()}
-                eta, min_trials, keep_front = self.pruner.eta, self.pruner.min_trials, self.pruner.keep_front
-                if not keeps(points, self.trial.number, eta, min_trials, keep_front):
-                    judged = " and ".join(self.pruner.rung_fields(self.objectives))
-                    self._prune(
-                        rung, event, f"rung {rung:,} tokens: not in the top 1/{eta} of {len(points)} by {judged}"
-                    )
+                trials = self.study.get_trials(deepcopy=False)
+                points = rung_points(trials, self.curves, self.study.study_name, rung, self.pruner, self.objectives)
+                pruner, number = self.pruner, self.trial.number
+                judged = " and ".join(pruner.rung_fields(self.objectives))
+                if pruner.pause and number not in promotable(points, pruner.eta):
+                    top = len(points) // pruner.eta
+                    message = f"rung {rung:,} tokens: paused, not in the top {top} of {len(points)} by {judged}"
+                    self._prune(rung, event, _Paused(message))
+                if not pruner.pause and not keeps(points, number, pruner.eta, pruner.min_trials, pruner.keep_front):
+                    message = f"rung {rung:,} tokens: not in the top 1/{pruner.eta} of {len(points)} by {judged}"
+                    self._prune(rung, event, optuna.TrialPruned(message))
 
-    def _prune(self, rung: int, event: EvalEvent, message: str) -> None:
+    def _prune(self, rung: int, event: EvalEvent, verdict: optuna.TrialPruned) -> None:
         self.trial.set_user_attr("rung", {"rung_tokens": rung, **asdict(event)})
-        raise optuna.TrialPruned(message)
+        raise verdict
+
+
+class _Paused(optuna.TrialPruned):
+    """A rung's verdict with `pruner.pause`: stopped for now, resumable (hpo.promotion)."""
 
 
 def _discard(files: StateFiles | None) -> None:

@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.frontier import feasible_complete
+from hpo.promotion import ATTR_CONTINUES, superseded
 from hpo.study import ATTR_MESSAGE, ATTR_REASON, ran, target
 from hpo.tables import format_table
 
@@ -92,7 +93,16 @@ def outcome_lines(trials: Sequence[FrozenTrial]) -> list[str]:
 
 def tokens_trained(trial: FrozenTrial) -> int:
     """Training tokens a trial cost: its whole budget if complete, up to the evaluation that
-    stopped it if pruned (0 if it never trained: an infeasible configuration, a failure)."""
+    stopped it if pruned (0 if it never trained: an infeasible configuration, a failure),
+    less the tokens of the paused trial that it resumed, if it is one's promotion (those
+    count once, with the paused trial)."""
+    reached = _tokens_reached(trial)
+    resumed = int(trial.user_attrs[ATTR_CONTINUES]["tokens"]) if ATTR_CONTINUES in trial.user_attrs else 0
+    return reached - resumed if reached else 0
+
+
+def _tokens_reached(trial: FrozenTrial) -> int:
+    """How far a trial's run got, counting from its very first step."""
     if trial.state == TrialState.COMPLETE:
         return int(trial.user_attrs.get("tokens", 0))
     rung = trial.user_attrs.get("rung") if trial.state == TrialState.PRUNED else None
@@ -101,12 +111,15 @@ def tokens_trained(trial: FrozenTrial) -> int:
 
 def _compute_text(trials: Sequence[FrozenTrial]) -> str | None:
     """The tokens a study trained and what early stopping saved, measured on its own trials:
-    each stopped trial would have trained to its budget. None before any trial trained."""
+    each stopped trial would have trained to its budget (a paused trial that was promoted
+    was not stopped: its promotion went on). None before any trial trained."""
     spent = sum(tokens_trained(t) for t in trials)
     if not spent:
         return None
+    promoted = superseded(trials)
     stopped = [t for t in trials if t.state == TrialState.PRUNED and "rung" in t.user_attrs]
-    saved = sum(int(t.user_attrs["config"]["budget"]["tokens"]) - tokens_trained(t) for t in stopped)
+    stopped = [t for t in stopped if t.number not in promoted]
+    saved = sum(int(t.user_attrs["config"]["budget"]["tokens"]) - _tokens_reached(t) for t in stopped)
     text = f"complete and pruned trials trained {spent:,} tokens"
     if stopped:
         text += (

@@ -26,6 +26,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpo.trainspec import RUNG_STATE
+
 ATTR_STATE = "hpo:state"
 
 
@@ -39,10 +41,20 @@ class StateFiles:
     resumed_trial: int | None = None
 
     def discard(self) -> None:
-        """Delete both files (and a save cut short): the trial has ended."""
-        for path in (self.save, self.save.with_name(self.save.name + ".partial"), self.resume):
-            if path is not None:
-                path.unlink(missing_ok=True)
+        """The trial has ended: delete its own state and the one it resumed from."""
+        _delete_run(self.save)
+        self.discard_resumed()
+
+    def discard_resumed(self) -> None:
+        """The trial paused (hpo.promotion): its own state stays, the one it resumed from goes."""
+        if self.resume is not None:
+            _delete_run(self.resume.with_name(self.resume.name.split(RUNG_STATE)[0]))
+
+
+def _delete_run(path: Path) -> None:
+    """A run's state files: the latest, those at its rungs, and a save cut short."""
+    for file in [path, path.with_name(path.name + ".partial"), *path.parent.glob(path.name + RUNG_STATE + "*")]:
+        file.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

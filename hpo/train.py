@@ -124,10 +124,9 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
             raise DivergedError(clock.steps, loss_value)
         loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
 
-        at_rung = bool(extra_evals) and clock.tokens >= extra_evals[0]
-        while extra_evals and clock.tokens >= extra_evals[0]:
-            extra_evals.pop(0)
-        if at_rung or clock.progress() >= next_eval / run.evals or clock.progress() >= 1.0:
+        rungs = [t for t in extra_evals if clock.tokens >= t]  # reached at this step
+        extra_evals = extra_evals[len(rungs) :]
+        if rungs or clock.progress() >= next_eval / run.evals or clock.progress() >= 1.0:
             # This step's update may have made the weights NaN after its loss was taken (the
             # last step's, never seen otherwise); every rank holds the same weights.
             if not torch.stack([p.isfinite().all() for p in model.parameters()]).all():
@@ -155,7 +154,7 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
                     curve=[asdict(e) for e in curve],
                     wall_time_s=wall_before + now - wall_start,
                 )
-                save_state(run.save_state, state)
+                save_state(run.save_state, state, rungs)
             if world > 1:
                 torch.distributed.barrier()  # the other ranks wait here, outside their step clocks
             clock.eval_time += time.perf_counter() - eval_start

@@ -255,6 +255,15 @@ class RunConfig:
             raise HpoError(f"train.sample_tokens={self.sample_tokens} must be >= 0")
 
 
+RUNG_STATE = ".rung-"
+
+
+def rung_state(save_state: str, rung: int) -> str:
+    """Where a run that keeps its state in `save_state` keeps its state at a rung (one of
+    `train.eval_tokens`), for a pruner that pauses runs there (hpo.checkpoint)."""
+    return f"{save_state}{RUNG_STATE}{rung}"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs; a pure value, so a study can store it whole."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import queue
 import sys
@@ -33,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.curves import Curves
 from hpo.objective import TrialStores, run_trial
+from hpo.promotion import promote
 from hpo.settings import HpoConfig
 from hpo.storage import Storage, advisory_key
 from hpo.study import ATTR_MESSAGE, ATTR_REASON, SURPLUS, counted_trials, slot_takers, target
@@ -78,17 +80,26 @@ def _within_target(study: optuna.Study, number: int) -> bool:
     return len(below) < target(study)
 
 
-def claim(study: optuna.Study, storage: Storage, poll: float, deadline: float | None = None) -> optuna.Trial | None:
+def claim(
+    study: optuna.Study,
+    storage: Storage,
+    poll: float,
+    deadline: float | None = None,
+    promote: Callable[[], object] | None = None,
+) -> optuna.Trial | None:
     """The next trial of the study, or None when its target is met and nothing runs.
 
     While other trials still run, a worker with nothing to claim waits: one of them may
     belong to a dead worker, and once its heartbeat is stale it comes back as a waiting
-    retry that this worker runs.
+    retry that this worker runs. `promote` queues a paused trial's resumption, if one is
+    due (hpo.promotion), before a new configuration is drawn; it runs under the lock only.
     """
     while deadline is None or time.monotonic() < deadline:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial becomes a waiting retry
         with study_lock(storage, study.study_name) as exclusive:
             if counted_trials(study) < target(study):
+                if promote is not None and exclusive:
+                    promote()  # the queued resumption is what `ask` takes next
                 trial = study.ask()
                 # Beat at once: a worker that dies before the trial's own heartbeat starts must
                 # leave a trial that turns stale (and is retried), not one RUNNING forever.
@@ -118,10 +129,15 @@ def run_worker(
     deadline = None if timeout is None else time.monotonic() + timeout
     stores = TrialStores.open(storage, config)
     publisher = _Publisher(study, storage, stores.curves)
+    promoter = None
+    if config.pruner.pause and stores.states is not None:
+        states, pruner, objectives = stores.states, config.pruner, config.study.objectives
+        promoter = functools.partial(promote, study, stores.curves, states, pruner, objectives)
     done = 0
     try:
         while deadline is None or time.monotonic() < deadline:
-            trial = claim(study, storage, poll=config.storage.heartbeat_interval, deadline=deadline)
+            interval = config.storage.heartbeat_interval
+            trial = claim(study, storage, poll=interval, deadline=deadline, promote=promoter)
             if trial is None:
                 break
             frozen = run_trial(study, trial, config, stores, on_eval=on_eval)

@@ -3,9 +3,11 @@
 Arms on the same search space and seeds: random sampling without pruning, TPE without
 pruning, and TPE with MO-ASHA as hpo runs it (a trial on its rung's first front always
 continues; accuracy is judged at a rung by the validation loss). `--arms ...` adds
-`tpe+strict`, the paper's strict top-1/eta rule (`pruner.keep_front=false`), or
+`tpe+strict`, the paper's strict top-1/eta rule (`pruner.keep_front=false`),
 `tpe+accuracy`, rungs that judge the accuracy itself (`pruner.rung_metric=val_accuracy`),
-as in the paper. The pruned arms get three times the trials: they stop most of
+as in the paper, or `tpe+pause`, ASHA's promotion type (`pruner.pause=true`: a rung pauses
+the trials it does not keep, and resumes them as new trials once they rank in its top
+1/eta; a promotion counts as one of the arm's trials). The pruned arms get three times the trials: they stop most of
 them early. Their rungs are hpo's defaults (the budget / 9 and / 3), and a rung judges
 from its second trial on (`pruner.min_trials=2`). Each study is a real `hpo run` on the
 builtin corpus.
@@ -68,6 +70,7 @@ ARMS = {  # name -> (overrides, trial multiplier)
     "tpe+moasha": (["sampler=tpe", *PRUNED], 3),
     "tpe+strict": (["sampler=tpe", *PRUNED, "pruner.keep_front=false"], 3),
     "tpe+accuracy": (["sampler=tpe", *PRUNED, "pruner.rung_metric=val_accuracy"], 3),
+    "tpe+pause": (["sampler=tpe", *PRUNED, "pruner.pause=true"], 3),
 }
 DEFAULT_ARMS = ["random", "tpe", "tpe+moasha"]
 SPACES = {  # name -> overrides that set the searched space

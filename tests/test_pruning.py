@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -12,10 +13,18 @@ from optuna.trial import TrialState
 
 from hpo.curves import CurveStore
 from hpo.errors import HpoError
-from hpo.pruning import PrunerConfig, crowding_distance, dominates, keeps, nondominated_fronts, ranking
-from hpo.results import show_text
+from hpo.pruning import (
+    PrunerConfig,
+    crowding_distance,
+    dominates,
+    keeps,
+    nondominated_fronts,
+    promotable,
+    ranking,
+)
+from hpo.results import show_text, tokens_trained
 from hpo.settings import HpoConfig, StudySettings
-from hpo.trainspec import BudgetConfig, EvalEvent, TrainConfig
+from hpo.trainspec import BudgetConfig, EvalEvent, TrainConfig, rung_state
 
 
 def test_dominates_needs_strictly_better_somewhere() -> None:
@@ -74,6 +83,14 @@ def test_small_rungs_never_stop() -> None:
     assert keeps({7: (0.0, 0.0)}, 7, eta=2, min_trials=1)
 
 
+def test_promotion_takes_a_rungs_top_floor_n_over_eta() -> None:
+    assert promotable({0: (0.1, 1.0)}, eta=3) == []  # no leniency: fewer than eta promote none
+    assert promotable({0: (0.1, 1.0), 1: (0.2, 2.0)}, eta=3) == []
+    rung = {0: (0.1, 1.0), 1: (0.3, 3.0), 2: (0.2, 2.0), 3: (0.05, 0.5), 4: (0.0, 0.0), 5: (0.25, 0.1)}
+    assert promotable(rung, eta=3) == [1, 2]  # the two best by non-dominated sorting, best first
+    assert promotable(rung, eta=2) == [1, 2, 5]  # 5 is on the second front, at one end
+
+
 def test_rungs_judge_accuracy_by_the_validation_loss() -> None:
     objectives = ("val_accuracy", "tokens_per_sec")
     # Trial 1 is ahead on accuracy, trial 0 on the loss, which ranks final accuracies better.
@@ -110,6 +127,8 @@ def test_bad_pruner_settings_name_the_fix() -> None:
         PrunerConfig(name="moasha", eta=1)
     with pytest.raises(HpoError, match=r"pruner\.rung_metric='accuracy' is unknown; use one of val_loss, val_accuracy"):
         PrunerConfig(name="moasha", rung_metric="accuracy")  # type: ignore[arg-type]
+    with pytest.raises(HpoError, match=r"pruner\.pause=true needs pruner=moasha \(got pruner=median\)"):
+        PrunerConfig(name="median", pause=True)
     with pytest.raises(HpoError, match="single objective"):
         HpoConfig(search_space={"n_layer": {"low": 1, "high": 2}}, pruner=PrunerConfig(name="median"))
     with pytest.raises(HpoError, match="budget=tokens"):
@@ -193,6 +212,60 @@ def test_moasha_study_prunes_and_keeps_the_front(storage_url: str) -> None:
     assert set(curves) == {t.number for t in trials}  # pruned trials keep their curves too
     for trial in pruned:
         assert curves[trial.number][-1].tokens == trial.user_attrs["rung"]["tokens"]
+
+
+@pytest.mark.timeout(600)
+def test_pausing_study_promotes_paused_trials_from_their_rung(storage_url: str, tmp_path: Path) -> None:
+    """Real study, 2 workers: trials pause at rungs, the best resume from there as new trials."""
+    sqlite = storage_url.startswith("sqlite")
+    folder = Path(storage_url.removeprefix("sqlite:///") + "-states") if sqlite else tmp_path / "shared"
+    result = subprocess.run(
+        [sys.executable, "-m", "hpo", "run", "--quiet", "--n-workers", "2", "--storage", storage_url, *TINY,
+         "pruner.pause=true", "pruner.eta=2", "pruner.min_tokens=8000", "study.name=paused", "study.n_trials=14",
+         *([] if sqlite else [f"storage.states={folder}"])],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="paused", storage=storage_url)
+    trials = {t.number: t for t in study.get_trials()}
+    assert len(trials) == 14
+    paused = [t for t in trials.values() if t.user_attrs.get("failure_reason") == "paused"]
+    promotions = [t for t in trials.values() if "continues" in t.user_attrs]
+    assert paused and promotions and all(t.state == TrialState.PRUNED for t in paused)
+    assert not [t for t in trials.values() if t.user_attrs.get("failure_reason") == "pruned"]  # none stopped
+    continued = [t.user_attrs["continues"]["trial"] for t in promotions]
+    assert len(set(continued)) == len(continued)  # no paused trial resumed twice
+    curves = CurveStore(optuna.storages.RDBStorage(storage_url).engine).curves("paused")
+    for promotion in promotions:
+        origin = trials[promotion.user_attrs["continues"]["trial"]]
+        resumed_at = origin.user_attrs["rung"]["tokens"]
+        assert promotion.user_attrs["continues"]["tokens"] == resumed_at
+        assert promotion.params == origin.params and promotion.user_attrs["seed"] == origin.user_attrs["seed"]
+        assert curves[promotion.number][: len(curves[origin.number])] == curves[origin.number]
+        if promotion.state == TrialState.COMPLETE:  # resumed at the very evaluation it paused at
+            assert promotion.user_attrs["resumed_at_tokens"] == resumed_at
+            assert tokens_trained(promotion) == promotion.user_attrs["tokens"] - resumed_at
+    complete = [t for t in trials.values() if t.state == TrialState.COMPLETE]
+    assert complete and {t.number for t in study.best_trials} <= {t.number for t in complete}
+    # the states left are those of the paused trials that no promotion took up, at their rungs
+    waiting = [t for t in paused if t.number not in continued]
+    assert {int(path.name.split("-")[1]) for path in folder.iterdir()} == {t.number for t in waiting}
+    for trial in waiting:
+        own = trial.system_attrs["hpo:state"][0][1]
+        assert (folder / rung_state(own, trial.user_attrs["rung"]["rung_tokens"])).is_file()
+
+
+@pytest.mark.postgres
+def test_pausing_needs_a_shared_state_folder_on_postgres(postgres_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hpo", "run", "--quiet", "--storage", postgres_url, *TINY, "pruner.pause=true",
+         "study.name=nowhere"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: pruner.pause=true keeps paused runs' states in storage.states")
+    assert len(result.stderr.splitlines()) == 1
+    assert "nowhere" not in optuna.get_all_study_names(postgres_url)  # refused before the study existed
 
 
 @pytest.mark.timeout(600)
