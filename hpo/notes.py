@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.promotion import ATTR_CONTINUES, PAUSED
 from hpo.study import ATTR_MESSAGE, ATTR_REASON
 from hpo.tables import format_value
 
@@ -158,10 +159,17 @@ def trial_note(trial: FrozenTrial, objective_names: Sequence[str], curve: Sequen
     if reason:
         message = str(attrs.get(ATTR_MESSAGE, "")).strip().replace("\n", "\n> ")
         parts.append(f"> **{reason}**: {message}".rstrip())
+    continues = attrs.get(ATTR_CONTINUES)
+    if isinstance(continues, Mapping):
+        parts.append(
+            f"Continues trial {continues.get('trial')}, paused at {continues.get('tokens', 0):,} tokens: "
+            "it resumed that run there, with its seed."
+        )
     rung = attrs.get("rung")
     if isinstance(rung, Mapping):
+        verb = "Paused" if reason == PAUSED else "Stopped"
         parts.append(
-            f"Stopped at the rung of {rung.get('rung_tokens', 0):,} tokens, with val_loss "
+            f"{verb} at the rung of {rung.get('rung_tokens', 0):,} tokens, with val_loss "
             f"{rung.get('val_loss', float('nan')):.4f}, val_accuracy {rung.get('val_accuracy', float('nan')):.4f} "
             f"and {rung.get('tokens_per_sec', 0):,.0f} tokens/s."
         )

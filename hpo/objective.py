@@ -195,17 +195,11 @@ def _run_trial(
     rungs = config.pruner.rungs(train_config.budget.tokens or 0) if config.pruner.name == "moasha" else []
     train_config = replace(train_config, train=replace(train_config.train, eval_tokens=tuple(rungs)))
     files = stores.states.claim(stores.storage, record) if stores.states is not None else None
-    if files is not None:
-        resume = str(files.resume) if files.resume is not None else None
-        run = replace(train_config.train, save_state=str(files.save), resume_from=resume)
-        train_config = replace(train_config, train=run)
+    train_config, resumed_at = _with_states(train_config, files, stores.curves, study.study_name, trial.number)
     pool, _ = config.resources.pool()
     owner = lease_owner(study.study_name, trial.number)
-    resumed = []
-    if files is not None and files.resumed_trial is not None:
-        resumed = stores.curves.inherit(study.study_name, files.resumed_trial, trial.number)
     # A resumed run was judged at the rungs it had passed: the judge starts where it took over.
-    judge = _Judge(study, trial, config, stores.curves, rungs, after_tokens=resumed[-1].tokens if resumed else 0)
+    judge = _Judge(study, trial, config, stores.curves, rungs, after_tokens=resumed_at)
 
     def on_event(event: EvalEvent) -> None:
         stores.curves.record(study.study_name, trial.number, event)
@@ -254,6 +248,21 @@ def _run_trial(
     return _finish(study, trial, TrialState.COMPLETE, values=values)
 
 
+def _with_states(
+    config: TrainConfig, files: StateFiles | None, curves: Curves, study: str, number: int
+) -> tuple[TrainConfig, int]:
+    """The run's config with its state files, and the tokens where it takes over the run it
+    resumes (0 for a fresh run). It takes that run's learning curve over too."""
+    if files is None:
+        return config, 0
+    resume = str(files.resume) if files.resume is not None else None
+    config = replace(config, train=replace(config.train, save_state=str(files.save), resume_from=resume))
+    if files.resumed_trial is None:
+        return config, 0
+    points = curves.inherit(study, files.resumed_trial, number)
+    return config, points[-1].tokens if points else 0
+
+
 class _Judge:
     """Decides, at each evaluation, whether the trial goes on (raises TrialPruned if not)."""
 
@@ -284,11 +293,12 @@ class _Judge:
                 points = rung_points(trials, self.curves, self.study.study_name, rung, self.pruner, self.objectives)
                 pruner, number = self.pruner, self.trial.number
                 judged = " and ".join(pruner.rung_fields(self.objectives))
-                if pruner.pause and number not in promotable(points, pruner.eta):
-                    top = len(points) // pruner.eta
-                    message = f"rung {rung:,} tokens: paused, not in the top {top} of {len(points)} by {judged}"
-                    self._prune(rung, event, _Paused(message))
-                if not pruner.pause and not keeps(points, number, pruner.eta, pruner.min_trials, pruner.keep_front):
+                if pruner.pause:
+                    if number not in promotable(points, pruner.eta):
+                        top = len(points) // pruner.eta
+                        message = f"rung {rung:,} tokens: paused, not in the top {top} of {len(points)} by {judged}"
+                        self._prune(rung, event, _Paused(message))
+                elif not keeps(points, number, pruner.eta, pruner.min_trials, pruner.keep_front):
                     message = f"rung {rung:,} tokens: not in the top 1/{pruner.eta} of {len(points)} by {judged}"
                     self._prune(rung, event, optuna.TrialPruned(message))
 

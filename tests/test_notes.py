@@ -176,3 +176,19 @@ def test_a_figure_failure_is_a_warning_and_the_study_goes_on(
         assert f"warning: dashboard note of trial {number} not saved: RuntimeError: figure store unavailable" in err
     assert "warning: dashboard figures after trial 1 not saved: RuntimeError: figure store unavailable" in err
     assert graph_keys(study) == []
+
+
+def test_notes_tell_a_paused_trial_and_the_trial_that_continues_it() -> None:
+    rung = {"rung_tokens": 10_000, **asdict(EvalEvent(10, 10240, 3.5, 3.4, 0.21, 50_000.0))}
+    paused = optuna.trial.create_trial(
+        state=TrialState.PRUNED,
+        user_attrs={"failure_reason": "paused", "failure_message": "rung 10,000 tokens: paused", "rung": rung},
+    )
+    assert "Paused at the rung of 10,000 tokens" in trial_note(paused, ["val_accuracy", "tokens_per_sec"])
+    promotion = optuna.trial.create_trial(
+        state=TrialState.COMPLETE,
+        values=[0.3, 60_000.0],
+        user_attrs={"continues": {"trial": 4, "tokens": 10240, "seed": 7}},
+    )
+    note = trial_note(promotion, ["val_accuracy", "tokens_per_sec"])
+    assert "Continues trial 4, paused at 10,240 tokens: it resumed that run there, with its seed." in note
