@@ -66,15 +66,19 @@ def create_or_continue(
     """Create the study of `config.study.name`, or continue it if it exists and matches."""
     name = config.study.name
     directions = [optuna.study.StudyDirection.MAXIMIZE] * len(config.study.objectives)
-    sampler = build_sampler(config.sampler, config.study.seed + seed_offset)
     pruner = config.pruner.optuna_pruner()
     if name in optuna.get_all_study_names(storage):
+        # Seeded as when the study began, the sampler would draw the study's first trials
+        # again (its random start-up trials, say): a continued study's starts past them.
+        held = storage.get_n_trials(storage.get_study_id_from_name(name))
+        sampler = build_sampler(config.sampler, config.study.seed + seed_offset + held)
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         check_compatible(study, config, fingerprint)
         # Never lower the target: `hpo resume --n-trials` raised it beyond the stored config's
         # n_trials, which is what a later resume or a joining worker passes here.
         study.set_user_attr(ATTR_TARGET, max(target(study), config.study.n_trials))
         return study
+    sampler = build_sampler(config.sampler, config.study.seed + seed_offset)
     study = optuna.create_study(
         study_name=name, storage=storage, directions=directions, sampler=sampler, pruner=pruner, load_if_exists=True
     )
@@ -108,7 +112,10 @@ def check_compatible(study: optuna.Study, config: HpoConfig, fingerprint: str) -
             f"study {study.study_name!r} was made on data with fingerprint {str(stored_fp)[:12]}, "
             f"but the data now has {fingerprint[:12]}; restore the data or start a new study.name"
         )
-    diffs = config_differences(study.user_attrs.get(ATTR_CONFIG, {}), config.to_dict())
+    # Through `build`, as `hpo resume` reads it: keys that hpo gained since the study was
+    # stored take their defaults, which keep the behaviour the study was made with.
+    stored = build(HpoConfig, study.user_attrs.get(ATTR_CONFIG, {})).to_dict()
+    diffs = config_differences(stored, config.to_dict())
     if diffs:
         raise HpoError(
             f"study {study.study_name!r} exists with a different config ({', '.join(diffs[:3])}); "

@@ -314,6 +314,21 @@ def test_resume_with_more_workers_runs_exactly_the_new_trials(sqlite_url: str) -
     assert study.user_attrs["n_trials"] == 4
 
 
+def test_a_study_stored_by_an_earlier_hpo_continues_with_new_draws(sqlite_url: str) -> None:
+    name = "older"
+    hpo_ok("run", *tiny(name, 1), "--storage", sqlite_url, "--quiet")
+    study = load(sqlite_url, name)
+    stored = study.user_attrs["hpo_config"]
+    del stored["pruner"]["pause"], stored["storage"]["states"], stored["train"]["train"]["save_state"]
+    study.set_user_attr("hpo_config", stored)  # as hpo stored it before it had these keys
+    hpo_ok("resume", name, "--n-trials", "1", "--storage", sqlite_url, "--quiet")
+    hpo_ok("run", *tiny(name, 3), "--storage", sqlite_url, "--quiet")  # the same overrides continue it too
+    trials = load(sqlite_url, name).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    # each run's sampler starts past the trials the study holds: no random draw is made twice
+    assert len({t.params["lr"] for t in trials}) == 3
+
+
 def test_rerun_of_the_same_study_continues_it(sqlite_url: str) -> None:
     name = "again"
     hpo_ok("run", *tiny(name, 1), "--storage", sqlite_url, "--quiet")
