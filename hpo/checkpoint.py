@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,9 @@ class TrainState:
     wall_time_s: float
 
 
+_STATE_FIELDS = {f.name for f in fields(TrainState)}
+
+
 def run_identity(config: TrainConfig) -> dict[str, Any]:
     """What a run computes: its config less the fields that only place it (PLACEMENT)."""
     data = config.to_dict()
@@ -118,9 +121,8 @@ def load_state(path: str | Path, config: TrainConfig) -> TrainState:
         ) from None
     except Exception as exc:  # torch raises several unrelated types for a bad file
         raise HpoError(f"train.resume_from={str(path)!r} is not an hpo run state ({type(exc).__name__})") from None
-    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+    if not isinstance(data, dict) or data.pop("format", None) != STATE_FORMAT or data.keys() != _STATE_FIELDS:
         raise HpoError(f"train.resume_from={str(path)!r} is not an hpo run state of format {STATE_FORMAT}")
-    del data["format"]
     state = TrainState(**data)
     differing = differences(state.config, run_identity(config))
     if differing:

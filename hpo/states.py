@@ -14,7 +14,8 @@ in a trial system attribute before it trains; Optuna copies system attributes in
 retry, which is how the retry finds it. The name is random, so a file left by a deleted
 study never passes for another study's state. A trial that ends (complete, pruned or
 failed) deletes its file and the one it resumed from; only the trials of dead or stopped
-workers leave theirs, for their retries.
+workers leave theirs, for their retries, and paused trials, for their promotions
+(hpo.promotion, which names the paused run's state at its rung in the new trial).
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class StateFolder:
     path: Path
 
     def claim(self, storage: optuna.storages.BaseStorage, trial: FrozenTrial) -> StateFiles:
-        """This trial's files: a new one to save to, and the latest state that the runs it
-        retries saved, if one got as far as an evaluation.
+        """This trial's files: a new one to save to, and the state it goes on from, if any: the
+        latest that the runs it retries saved (if one got as far as an evaluation), or the
+        paused run's that it continues.
 
         The trial's system attribute lists its own file first, then the one it resumes from:
         a retry that dies before its first evaluation leaves its own retry that older state.

@@ -265,3 +265,6 @@ def test_missing_or_foreign_state_is_a_user_error(tmp_path: Path, builtin: Datas
     train(_with(config, checkpoint=str(model)), dataset=builtin)
     with pytest.raises(HpoError, match="is not an hpo run state"):  # a checkpoint is not a state
         train(_with(config, resume_from=str(model)), dataset=builtin)
+    torch.save({"format": 1, "model": {}}, garbage)  # the right format, but a part missing
+    with pytest.raises(HpoError, match="is not an hpo run state"):
+        train(_with(config, resume_from=str(garbage)), dataset=builtin)
