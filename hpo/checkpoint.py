@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from hpo.data import Tokenizer
 from hpo.errors import HpoError
 from hpo.model import GPT
 from hpo.structured import build, differences
-from hpo.trainspec import TrainConfig, rung_state
+from hpo.trainspec import EvalEvent, TrainConfig, rung_state
 
 
 def save_checkpoint(path: str | Path, model: GPT, config: TrainConfig, tokenizer: Tokenizer) -> None:
@@ -81,6 +81,43 @@ class TrainState:
     clock: dict[str, float]  # hpo.train's counters: steps, tokens and where the time went
     curve: list[dict[str, Any]]  # EvalEvent fields
     wall_time_s: float
+
+    @classmethod
+    def capture(
+        cls,
+        config: TrainConfig,
+        model: GPT,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        device: torch.device,
+        clock: dict[str, float],
+        curve: Sequence[EvalEvent],
+        wall_time_s: float,
+    ) -> TrainState:
+        """The run as it stands; `restore` puts it back."""
+        return cls(
+            config=run_identity(config),
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            data_rng=generator.get_state(),
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            clock=clock,
+            curve=[asdict(event) for event in curve],
+            wall_time_s=wall_time_s,
+        )
+
+    def restore(
+        self, model: GPT, optimizer: torch.optim.Optimizer, generator: torch.Generator, device: torch.device
+    ) -> None:
+        """Put the weights, the optimizer's moments and the generators back (before DDP wraps
+        the model); the caller restores its clock and curve."""
+        model.load_state_dict(self.model)
+        optimizer.load_state_dict(self.optimizer)
+        generator.set_state(self.data_rng)
+        torch.set_rng_state(self.torch_rng)
+        if self.cuda_rng is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(self.cuda_rng, device)
 
 
 _STATE_FIELDS = {f.name for f in fields(TrainState)}

@@ -116,9 +116,9 @@ def _compute_text(trials: Sequence[FrozenTrial]) -> str | None:
     spent = sum(tokens_trained(t) for t in trials)
     if not spent:
         return None
-    promoted = superseded(trials)
+    continued = superseded(trials)
     stopped = [t for t in trials if t.state == TrialState.PRUNED and "rung" in t.user_attrs]
-    stopped = [t for t in stopped if t.number not in promoted]
+    stopped = [t for t in stopped if t.number not in continued]
     saved = sum(int(t.user_attrs["config"]["budget"]["tokens"]) - _tokens_reached(t) for t in stopped)
     text = f"complete and pruned trials trained {spent:,} tokens"
     if stopped:

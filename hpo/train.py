@@ -17,14 +17,14 @@ import contextlib
 import math
 import resource
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from hpo import hardware
-from hpo.checkpoint import TrainState, load_state, run_identity, save_checkpoint, save_state
+from hpo.checkpoint import TrainState, load_state, save_checkpoint, save_state
 from hpo.data import Dataset, load_dataset
 from hpo.errors import DivergedError, HpoError
 from hpo.model import GPT
@@ -77,13 +77,8 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
     model = GPT(model_config).to(device)
     optimizer = build_optimizer(model, config.optim, device)
     resumed = load_state(run.resume_from, config) if run.resume_from else None
-    if resumed is not None:  # before DDP wraps the model
-        model.load_state_dict(resumed.model)
-        optimizer.load_state_dict(resumed.optimizer)
-        generator.set_state(resumed.data_rng)
-        torch.set_rng_state(resumed.torch_rng)
-        if resumed.cuda_rng is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(resumed.cuda_rng, device)
+    if resumed is not None:
+        resumed.restore(model, optimizer, generator, device)  # before DDP wraps the model
     stepper = _Stepper(model, optimizer, micro, accum, world, dtype, run.compile, device)
     resumed_steps = int(resumed.clock["steps"]) if resumed else 0
     warmup_steps = run.timing_warmup_steps
@@ -143,17 +138,8 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
             if run.save_state and rank == 0:  # before on_eval: whoever stops the run finds it saved
                 now = time.perf_counter()
                 counters = {**clock.counters(), "eval_time": clock.eval_time + now - eval_start}
-                state = TrainState(
-                    config=run_identity(config),
-                    model=model.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    data_rng=generator.get_state(),
-                    torch_rng=torch.get_rng_state(),
-                    cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    clock=counters,
-                    curve=[asdict(e) for e in curve],
-                    wall_time_s=wall_before + now - wall_start,
-                )
+                wall = wall_before + now - wall_start
+                state = TrainState.capture(config, model, optimizer, generator, device, counters, curve, wall)
                 save_state(run.save_state, state, rungs)
             if world > 1:
                 torch.distributed.barrier()  # the other ranks wait here, outside their step clocks

@@ -136,7 +136,7 @@ def test_a_resumed_run_trains_with_the_seed_of_the_run_it_resumes() -> None:
     assert run_seed(retry, study_seed=1) == trial_seed(1, 3)  # the lost trial's
     continues = {ATTR_CONTINUES: {"trial": 4, "tokens": 1000, "seed": 12345}}
     promotion = optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=continues)
-    assert run_seed(promotion, study_seed=1) == 12345  # the paused trial's, whoever it retried
+    assert run_seed(promotion, study_seed=1) == 12345  # the paused trial's seed
     retried_promotion = optuna.trial.create_trial(
         state=TrialState.WAITING, user_attrs=continues, system_attrs={"failed_trial": 5}
     )
