@@ -59,7 +59,7 @@ def load_checkpoint(path: str | Path) -> tuple[GPT, TrainConfig, Tokenizer]:
     return model, config, build(Tokenizer, state["tokenizer"])
 
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: the clock keeps every timed step's seconds (hpo.train's median throughput)
 # RunConfig fields that say where and how a run executes, not what it computes: a state
 # resumes under other values of these (another device, thread count or output path).
 PLACEMENT = frozenset(
@@ -78,7 +78,7 @@ class TrainState:
     data_rng: torch.Tensor  # the generator that draws every rank's training batches
     torch_rng: torch.Tensor
     cuda_rng: torch.Tensor | None
-    clock: dict[str, float]  # hpo.train's counters: steps, tokens and where the time went
+    clock: dict[str, Any]  # hpo.train's counters: steps, tokens, where the time went, the timed steps
     curve: list[dict[str, Any]]  # EvalEvent fields
     wall_time_s: float
 
@@ -90,7 +90,7 @@ class TrainState:
         optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
         device: torch.device,
-        clock: dict[str, float],
+        clock: dict[str, Any],
         curve: Sequence[EvalEvent],
         wall_time_s: float,
     ) -> TrainState:

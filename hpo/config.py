@@ -64,6 +64,19 @@ def hpo_config(composed: dict[str, Any]) -> HpoConfig:
     return build(HpoConfig, {"train": {key: composed[key] for key in TRAIN_KEYS}, **rest})
 
 
+def _options_setting(key: str) -> list[str]:
+    """The options of `key`'s group whose file sets the rest of it (pruner.pause:
+    ["pruner=moasha"]): a key that the chosen option lacks is often another option's."""
+    group, _, rest = key.partition(".")
+    folder = builtin_config_dir() / group
+    absent = object()
+    return [
+        f"{group}={file.stem}"
+        for file in sorted(folder.glob("*.yaml"))
+        if rest and OmegaConf.select(OmegaConf.load(file), rest, default=absent) is not absent
+    ]
+
+
 def _one_line(exc: Exception) -> str:
     """Hydra's multi-line messages, reduced to the sentence and the fix a user needs."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -79,6 +92,8 @@ def _one_line(exc: Exception) -> str:
                 f"{key} has no key {missing.removeprefix(key + '.')!r}, and {key}={{...}} only updates its keys; "
                 f"to replace the whole entry write ~{key} +{key}={value}"
             )
+        if owners := _options_setting(key):
+            return f"unknown config key {key}: it is a key of {' and '.join(owners)}; add {owners[0]} to the overrides"
         return f"unknown config key {key}; `hpo config` prints the keys that exist"
     if first.startswith("Could not delete"):
         return f"{first.removesuffix('.')}; `hpo config` prints the keys that exist"

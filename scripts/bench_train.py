@@ -2,16 +2,22 @@
 
 For each shape it measures tokens/s, achieved GFLOP/s and MFU of `hpo.train.train`, and
 of a plain nanoGPT-style loop (same model class, same optimizer, no bookkeeping) as the
-reference for "the trial loop's overhead is ours to remove". MFU is against an fp32
-matmul peak measured in this same run, before and after, since these machines are noisy.
+reference for "the trial loop's overhead is ours to remove"; both rates are at the
+lower-quartile step time, as hpo measures throughput (hpo.train). MFU is against an fp32 matmul peak measured in
+this same run, before and after, since these machines are noisy.
 
-    python scripts/bench_train.py                 # three shapes, 2 threads
+Then `--repeats` identical runs of the first shape show how far apart identical runs
+measure: the spread of hpo's throughput against that of tokens over the summed time of
+the same timed steps (what hpo measured before).
+
+    python scripts/bench_train.py                 # three shapes, 2 threads, 6 repeats
     python scripts/bench_train.py --accuracy      # also the 500-step accuracy run
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from dataclasses import replace
 
@@ -20,7 +26,7 @@ import torch
 from hpo.data import Dataset, load_dataset
 from hpo.hardware import measure_matmul_flops
 from hpo.model import GPT
-from hpo.train import build_optimizer, train
+from hpo.train import build_optimizer, step_rate, train
 from hpo.trainspec import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig
 
 SHAPES = [  # (n_layer, n_head, n_embd, block_size, batch_size)
@@ -40,10 +46,9 @@ def plain_loop(config: TrainConfig, dataset: Dataset, steps: int, warmup: int) -
         group["lr"] = config.optim.lr
     generator = torch.Generator().manual_seed(0)
     b, t = config.train.batch_size, model_config.block_size
-    start = 0.0
-    for step in range(warmup + steps):
-        if step == warmup:
-            start = time.perf_counter()
+    times = []
+    for _ in range(warmup + steps):
+        start = time.perf_counter()
         x, y = dataset.train_batch(b, t, generator)
         _, loss = model(x, y)
         loss.backward()
@@ -51,13 +56,33 @@ def plain_loop(config: TrainConfig, dataset: Dataset, steps: int, warmup: int) -
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss.item()
-    return steps * b * t / (time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
+    return step_rate(b * t, times[warmup:])
+
+
+def spread(rates: list[float]) -> str:
+    """How far apart measurements of the same thing are: (max - min) / mean, and the CV."""
+    mean = statistics.mean(rates)
+    return f"range {(max(rates) - min(rates)) / mean:6.1%}, CV {statistics.stdev(rates) / mean:6.1%}"
+
+
+def agreement(config: TrainConfig, dataset: Dataset, repeats: int, steps: int) -> None:
+    """Train `config` `repeats` times and compare how far apart the runs measure."""
+    hpo, summed = [], []
+    for _ in range(repeats):
+        result = train(config, dataset=dataset)
+        hpo.append(result.tokens_per_sec)
+        summed.append(steps * config.train.batch_size * config.model.block_size / result.timed_time_s)
+    print(f"\n{repeats} identical runs of the first shape, {steps} timed steps each:")
+    print(f"  hpo's tokens/s (lower-quartile step): {statistics.mean(hpo):>10,.0f} tok/s, {spread(hpo)}")
+    print(f"  tokens over the summed step time:     {statistics.mean(summed):>10,.0f} tok/s, {spread(summed)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
+    parser.add_argument("--repeats", type=int, default=6, help="identical runs of the first shape (0: none)")
     parser.add_argument("--accuracy", action="store_true", help="also run (4,4,128,128,32) for 500 steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,7 +92,7 @@ def main() -> None:
     print(f"fp32 matmul peak (start of run): {peak_before / 1e9:.1f} GFLOP/s")
     header = f"{'shape (L,H,E,T,B)':<22}{'trainer tok/s':>14}{'plain tok/s':>13}{'trainer/plain':>15}"
     print(header + f"{'GFLOP/s':>10}{'MFU':>8}")
-    rows = []
+    configs = []
     for n_layer, n_head, n_embd, block, batch in SHAPES:
         warmup = 3
         config = TrainConfig(
@@ -78,9 +103,9 @@ def main() -> None:
             ),
             budget=BudgetConfig(steps=args.steps + warmup),
         )
+        configs.append(config)
         result = train(config, dataset=dataset)
         plain = plain_loop(config, dataset, args.steps, warmup)
-        rows.append((result, plain))
         mfu = result.achieved_flops / peak_before
         shape = f"({n_layer},{n_head},{n_embd},{block},{batch})"
         print(
@@ -92,6 +117,8 @@ def main() -> None:
         f"fp32 matmul peak (end of run): {peak_after / 1e9:.1f} GFLOP/s "
         f"(drift {peak_after / peak_before - 1:+.1%}; MFU above uses the start figure)"
     )
+    if args.repeats > 1:
+        agreement(configs[0], dataset, args.repeats, args.steps)
 
     if args.accuracy:
         config = TrainConfig(

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpo.checkpoint import load_checkpoint, save_checkpoint
+from hpo.checkpoint import STATE_FORMAT, load_checkpoint, save_checkpoint
 from hpo.data import Dataset
 from hpo.errors import HpoError
 from hpo.launch import run_isolated
 from hpo.model import GPT
-from hpo.train import evaluate, train
+from hpo.train import evaluate, step_rate, train
 from hpo.trainspec import (
     BudgetConfig,
     DataConfig,
@@ -225,9 +225,13 @@ def test_a_resumed_run_takes_the_same_steps(tmp_path: Path, builtin: Dataset) ->
         whole.val_accuracy,
         whole.sample,
     )
-    assert resumed.tokens_per_sec > 0 and resumed.timed_time_s < resumed.train_time_s
+    assert resumed.timed_time_s < resumed.train_time_s
     # the saved file follows the run to its last evaluation, and reads without pickle
-    assert torch.load(state, weights_only=True)["clock"]["steps"] == 40
+    clock = torch.load(state, weights_only=True)["clock"]
+    assert clock["steps"] == 40
+    # throughput: over the timed steps of both parts, each after its own warm-up step
+    assert len(clock["step_times"]) == 19 + 19
+    assert resumed.tokens_per_sec == step_rate(8 * 32, clock["step_times"])
 
 
 def test_a_run_resumes_on_two_ranks(tmp_path: Path) -> None:
@@ -265,6 +269,6 @@ def test_missing_or_foreign_state_is_a_user_error(tmp_path: Path, builtin: Datas
     train(_with(config, checkpoint=str(model)), dataset=builtin)
     with pytest.raises(HpoError, match="is not an hpo run state"):  # a checkpoint is not a state
         train(_with(config, resume_from=str(model)), dataset=builtin)
-    torch.save({"format": 1, "model": {}}, garbage)  # the right format, but a part missing
+    torch.save({"format": STATE_FORMAT, "model": {}}, garbage)  # the right format, but a part missing
     with pytest.raises(HpoError, match="is not an hpo run state"):
         train(_with(config, resume_from=str(garbage)), dataset=builtin)

@@ -114,6 +114,9 @@ def test_switching_the_budget_kind() -> None:
         # an unknown key
         (["model.n_layers=2"], ["model.n_layers"]),
         (["optim.learning_rate=0.1"], ["optim.learning_rate"]),
+        # a key of another option of the group: names the option that has it
+        (["pruner=median", "pruner.pause=true"], ["pruner.pause", "a key of pruner=moasha;", "add pruner=moasha"]),
+        (["budget.steps=20"], ["budget.steps", "a key of budget=steps;"]),
         # a {...} value merges into an existing entry: a key that entry lacks, and how to replace it
         (
             ["experiment=smoke", "search_space.n_layer={choices:[1]}"],

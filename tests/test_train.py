@@ -16,7 +16,7 @@ import torch
 from hpo.data import Dataset
 from hpo.errors import DivergedError, HpoError
 from hpo.model import GPT
-from hpo.train import evaluate, train
+from hpo.train import _Clock, evaluate, train
 from hpo.trainspec import (
     OPTIMIZERS,
     BudgetConfig,
@@ -101,6 +101,15 @@ def test_eval_events(smoke) -> None:
     )
     assert last.tokens_per_sec == result.tokens_per_sec
     assert result.curve == tuple(events)
+
+
+def test_throughput_is_the_lower_quartile_timed_step() -> None:
+    """The warm-up step is not timed, and steps held up from outside the run (ten times
+    slower here, more than half of them) do not move the rate."""
+    clock = _Clock(timed_from=1, total_steps=9, seconds=None, world=1, device=torch.device("cpu"))
+    for elapsed in (5.0, 0.1, 1.0, 1.0, 0.1, 1.0, 1.0, 1.0, 0.1):
+        clock.add_step(100, elapsed, elapsed)
+    assert clock.throughput() == pytest.approx(1000.0)
 
 
 def test_result_fields_are_sane(smoke, builtin: Dataset) -> None:
