@@ -59,7 +59,7 @@ def load_checkpoint(path: str | Path) -> tuple[GPT, TrainConfig, Tokenizer]:
     return model, config, build(Tokenizer, state["tokenizer"])
 
 
-STATE_FORMAT = 2  # 2: the clock keeps every timed step's seconds (hpo.train's median throughput)
+STATE_FORMAT = 2  # 2: the clock keeps every timed step's seconds, which hpo.train's throughput reads
 # RunConfig fields that say where and how a run executes, not what it computes: a state
 # resumes under other values of these (another device, thread count or output path).
 PLACEMENT = frozenset(

@@ -22,8 +22,8 @@ import copy
 import math
 import resource
 import time
-from dataclasses import dataclass, field, fields, replace
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch

@@ -23,8 +23,9 @@ varies tenfold, so the fastest trial's run-to-run timing noise would decide the 
 The goal: TPE with MO-ASHA reaches the final hypervolume of TPE without pruning with at
 most half of TPE's tokens, on the hypervolume-against-tokens curves averaged over the
 seeds. Each seed's own fraction is printed too; one seed alone is noisy, since a trial's
-throughput varies by 5-10% between identical runs on a 2-core host and TPE's last trial
-or two can move its final front. How far the seeds are from settling it shows in the
+throughput still varies by a few percent between identical runs on a 2-core host (README,
+Throughput), TPE's early draws steer the rest of its search, and its last trial or two
+can move its final front. How far the seeds are from settling it shows in the
 interval printed below the mean: the same mean over resamples of the seeds (bootstrap,
 arms paired by seed). Runs kept with `--keep` and other `--first-seed`s pool into one
 report with `--analyze`, so more seeds cost more runs, not a longer one.

@@ -1,8 +1,8 @@
 """Replay MO-ASHA on stored learning curves: what a pruner setting would have saved.
 
 Each number of bench_search mixes the pruner with the sampler (TPE reacts to pruned
-trials) and with timing noise (a trial's throughput moves 5-10% between identical runs
-on 2 cores), and five seeds cannot tell them apart. This replay isolates the pruner. It
+trials) and with timing noise (a trial's throughput moves by a few percent between
+identical runs on 2 cores), and five seeds cannot tell them apart. This replay isolates the pruner. It
 pools the completed trials of finished studies that ran without pruning, whose whole
 learning curves are in the database, and draws from them at random, with replacement:
 once as a search without pruning (`--trials` draws, each at its full cost), once under
