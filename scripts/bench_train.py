@@ -3,8 +3,8 @@
 For each shape it measures tokens/s, achieved GFLOP/s and MFU of `hpo.train.train`, and
 of a plain nanoGPT-style loop (same model class, same optimizer, no bookkeeping) as the
 reference for "the trial loop's overhead is ours to remove"; both rates are at the
-lower-quartile step time, as hpo measures throughput (hpo.train). MFU is against an fp32 matmul peak measured in
-this same run, before and after, since these machines are noisy.
+lower-quartile step time, as hpo measures throughput (hpo.train). MFU is against an fp32
+matmul peak measured in this same run, before and after, since these machines are noisy.
 
 Then `--repeats` identical runs of the first shape show how far apart identical runs
 measure: the spread of hpo's throughput against that of tokens over the summed time of
@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
-    parser.add_argument("--repeats", type=int, default=6, help="identical runs of the first shape (0: none)")
+    parser.add_argument("--repeats", type=int, default=6, help="identical runs of the first shape (under 2: none)")
     parser.add_argument("--accuracy", action="store_true", help="also run (4,4,128,128,32) for 500 steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
