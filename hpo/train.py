@@ -182,7 +182,7 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
         tokens=clock.tokens,
         wall_time_s=wall,
         train_time_s=clock.step_time,
-        timed_time_s=clock.timed_time,
+        timed_time_s=sum(clock.step_times),
         eval_time_s=clock.eval_time,
         overhead_s=wall - clock.step_time,
         device=device.type,
@@ -197,7 +197,7 @@ def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset |
     )
 
 
-_COUNTERS = ("steps", "tokens", "step_time", "timed_time", "timed_tokens", "eval_time", "budget_time", "step_times")
+_COUNTERS = ("steps", "tokens", "step_time", "timed_tokens", "eval_time", "budget_time", "step_times")
 
 
 def step_rate(tokens_per_step: float, step_times: Sequence[float]) -> float:
@@ -222,7 +222,6 @@ class _Clock:
     steps: int = 0
     tokens: int = 0
     step_time: float = 0.0
-    timed_time: float = 0.0
     timed_tokens: int = 0
     eval_time: float = 0.0
     budget_time: float = 0.0
@@ -234,7 +233,6 @@ class _Clock:
         self.step_time += elapsed
         self.budget_time += mean_elapsed
         if self.steps > self.timed_from:
-            self.timed_time += elapsed
             self.timed_tokens += tokens
             self.step_times.append(elapsed)
 
