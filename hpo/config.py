@@ -86,7 +86,7 @@ def _one_line(exc: Exception) -> str:
     if first.startswith("Could not override"):
         key = first.split("'")[1]
         missing = getattr(exc.__cause__, "full_key", key)
-        if missing != key:  # the key exists, and a {...} value merges into it: it lacks one of the new keys
+        if missing.startswith(key + "."):  # the key exists, and a {...} value merges into it: it lacks one of those
             value = lines[-1].split("=", 1)[1]
             return (
                 f"{key} has no key {missing.removeprefix(key + '.')!r}, and {key}={{...}} only updates its keys; "

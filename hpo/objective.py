@@ -28,8 +28,8 @@ from hpo.leases import DeviceLeases, FileLeases, Leases, lease_owner
 from hpo.promotion import ATTR_CONTINUES, PAUSED, rung_points
 from hpo.pruning import keeps, promotable
 from hpo.settings import HpoConfig
-from hpo.states import StateFiles, StateFolder, state_folder
-from hpo.storage import Storage
+from hpo.states import RetryLostTrial, StateFiles, StateFolder, state_folder
+from hpo.storage import Storage, sqlite_file
 from hpo.study import ATTR_MESSAGE, ATTR_REASON
 from hpo.trainspec import EvalEvent, TrainConfig, TrialResult
 
@@ -130,7 +130,8 @@ class TrialStores:
 
 def states_of(storage: Storage, config: HpoConfig) -> StateFolder | None:
     """The folder of the study's trial states; HpoError if pausing trials needs one and there is none."""
-    states = state_folder(storage, config.storage.states)
+    database = sqlite_file(storage.engine.url) if isinstance(storage, optuna.storages.RDBStorage) else None
+    states = state_folder(database, config.storage.states)
     if config.pruner.pause and not isinstance(storage, optuna.storages.RDBStorage):
         raise HpoError(
             "pruner.pause=true promotes paused trials under the study's lock, which workers behind a gRPC proxy "
@@ -170,7 +171,7 @@ def run_trial(
             # run, the reason above included, and stay with it.
             blank = copy.copy(stopped)
             blank.user_attrs = {k: v for k, v in stopped.user_attrs.items() if k == ATTR_CONTINUES}
-            optuna.storages.RetryHeartbeatStaleTrialCallback(config.storage.max_retry)(study, blank)
+            RetryLostTrial(config.storage.max_retry, stores.states)(study, blank)
         raise
 
 

@@ -14,8 +14,9 @@ in a trial system attribute before it trains; Optuna copies system attributes in
 retry, which is how the retry finds it. The name is random, so a file left by a deleted
 study never passes for another study's state. A trial that ends (complete, pruned or
 failed) deletes its file and the one it resumed from; only the trials of dead or stopped
-workers leave theirs, for their retries, and paused trials, for their promotions
-(hpo.promotion, which names the paused run's state at its rung in the new trial).
+workers leave theirs, for their retries (a trial past `storage.max_retry` gets none, and
+its files go: `RetryLostTrial`), and paused trials, for their promotions (hpo.promotion,
+which names the paused run's state at its rung in the new trial).
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ class StateFiles:
     def discard_resumed(self) -> None:
         """The trial paused (hpo.promotion): its own state stays, the one it resumed from goes."""
         if self.resume is not None:
-            _delete_run(self.resume.with_name(self.resume.name.split(RUNG_STATE)[0]))
+            _delete_run(self.resume)
 
 
 def _delete_run(path: Path) -> None:
-    """A run's state files: the latest, those at its rungs, and a save cut short."""
+    """The state files of the run that saved `path` (its latest, or one at a rung): the latest,
+    those at its rungs, and a save cut short."""
+    path = path.with_name(path.name.split(RUNG_STATE)[0])
     for file in [path, path.with_name(path.name + ".partial"), *path.parent.glob(path.name + RUNG_STATE + "*")]:
         file.unlink(missing_ok=True)
 
@@ -82,13 +85,30 @@ class StateFolder:
         return StateFiles(self.path / own[1], self.path / name, number)
 
 
-def state_folder(storage: optuna.storages.BaseStorage, configured: str | None) -> StateFolder | None:
-    """The configured folder, else the one beside a SQLite database, else None (no states:
-    retries start over)."""
+def state_folder(sqlite_file: str | None, configured: str | None) -> StateFolder | None:
+    """The configured folder, else the one beside the database's SQLite file, if it has one,
+    else None (no states: retries start over)."""
     if configured:
         return StateFolder(Path(configured))
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.engine.url.get_backend_name() == "sqlite":
-        database = storage.engine.url.database
-        if database:
-            return StateFolder(Path(database + "-states"))
+    if sqlite_file:
+        return StateFolder(Path(sqlite_file + "-states"))
     return None
+
+
+class RetryLostTrial:
+    """Optuna's retry of a lost trial (a dead worker's, or one stopped by Ctrl-C) that also
+    deletes the trial's states when it gets no retry: past `max_retry` retries nothing would
+    ever resume them, and a long study would fill its folder with them."""
+
+    def __init__(self, max_retry: int, folder: StateFolder | None) -> None:
+        self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.max_retry = max_retry
+        self.folder = folder
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Queue the retry, as Optuna's heartbeat check and hpo's Ctrl-C handler ask."""
+        last = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)) >= self.max_retry
+        self._retry(study, trial)
+        if last and self.folder is not None:
+            for _, name in trial.system_attrs.get(ATTR_STATE, []):  # its own run, and the one it resumed
+                _delete_run(self.folder.path / name)

@@ -24,6 +24,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hpo import proxy
 from hpo.errors import HpoError
+from hpo.states import RetryLostTrial, state_folder
 
 # What hpo opens: either keeps heartbeats, so a dead worker's trial is failed and retried.
 Storage: TypeAlias = "optuna.storages.RDBStorage | proxy.HeartbeatGrpcStorage"
@@ -90,6 +91,13 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+def sqlite_file(url: URL) -> str | None:
+    """The file of a SQLite database (not an in-memory one), else None."""
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return url.database
+    return None
+
+
 def open_storage(
     url: str, config: StorageConfig | None = None, *, must_exist: bool = False, proxy_timeout: float = 5.0
 ) -> Storage:
@@ -100,17 +108,17 @@ def open_storage(
     path would otherwise create an empty database and report that nothing is there.
     """
     config = config or StorageConfig()
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=config.max_retry)
     if proxy.is_grpc(url):
+        retry = RetryLostTrial(config.max_retry, state_folder(None, config.states))
         return proxy.connect(url, config.heartbeat_interval, config.grace_period, retry, timeout=proxy_timeout)
     parsed = parse_url(url)
-    # The file of a SQLite database (not an in-memory one), else None.
-    sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" and parsed.database != ":memory:" else None
+    file = sqlite_file(parsed)
+    retry = RetryLostTrial(config.max_retry, state_folder(file, config.states))
     if parsed.get_backend_name() == "sqlite":
         # Several local workers share one file: wait for the write lock instead of failing.
         engine_kwargs: dict[str, object] = {"connect_args": {"timeout": 60}}
-        if sqlite_file:
-            path = os.path.abspath(sqlite_file)
+        if file:
+            path = os.path.abspath(file)
             if not os.path.isdir(os.path.dirname(path)):
                 raise HpoError(f"storage URL {redact(url)!r}: folder {os.path.dirname(path)} does not exist")
             if must_exist and not os.path.exists(path):
@@ -128,7 +136,7 @@ def open_storage(
             grace_period=config.grace_period,
             heartbeat_stale_trial_callback=retry,
         )
-        if sqlite_file:
+        if file:
             _write_ahead_log(storage.engine)
         _OPENED.add(storage.engine)
         return storage

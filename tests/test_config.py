@@ -114,6 +114,8 @@ def test_switching_the_budget_kind() -> None:
         # an unknown key
         (["model.n_layers=2"], ["model.n_layers"]),
         (["optim.learning_rate=0.1"], ["optim.learning_rate"]),
+        (["experiment.x=1"], ["unknown config key experiment.x;", "hpo config"]),  # not a key: a group
+        (["nope.x=1"], ["unknown config key nope.x;"]),
         # a key of another option of the group: names the option that has it
         (["pruner=median", "pruner.pause=true"], ["pruner.pause", "a key of pruner=moasha;", "add pruner=moasha"]),
         (["budget.steps=20"], ["budget.steps", "a key of budget=steps;"]),

@@ -6,15 +6,18 @@ when workers die; tests/test_study.py kills real workers and resumes their trial
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
+from hpo.config import compose, hpo_config
+from hpo.objective import states_of
 from hpo.states import StateFolder, state_folder
-from hpo.storage import open_storage
+from hpo.storage import StorageConfig, open_storage
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
@@ -65,15 +68,39 @@ def test_a_fresh_trial_resumes_nothing_even_where_states_exist(sqlite_url: str, 
     assert files.resume is None and files.save.name != "trial-0-0123456789ab.pt"
 
 
-def test_where_states_are_kept(sqlite_url: str, tmp_path: Path) -> None:
-    storage = open_storage(sqlite_url)
-    database = sqlite_url.removeprefix("sqlite:///")
-    assert state_folder(storage, None) == StateFolder(Path(database + "-states"))
-    assert state_folder(storage, str(tmp_path / "shared")) == StateFolder(tmp_path / "shared")
+def test_a_trial_that_used_up_its_retries_leaves_no_state(sqlite_url: str) -> None:
+    """Workers die twice in the same trial, with one retry allowed: nothing will resume it."""
+    storage = open_storage(sqlite_url, StorageConfig(heartbeat_interval=1, grace_period=2, max_retry=1))
+    study = optuna.create_study(storage=storage)
+    folder = states_of(storage, hpo_config(compose()))
+    assert folder is not None
+    folder.path.mkdir()
+    trial = storage.get_trial(study.ask()._trial_id)
+    for attempt in range(2):
+        files = folder.claim(storage, trial)
+        files.save.write_bytes(b"state at an evaluation")
+        storage.record_heartbeat(trial._trial_id)  # the worker beats once, then dies
+        deadline = time.monotonic() + 10  # stale after 2 to 3 s
+        while storage.get_trial(trial._trial_id).state == TrialState.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.2)
+            optuna.storages.fail_stale_trials(study)
+        waiting = study.get_trials(states=(TrialState.WAITING,))
+        if attempt == 0:
+            assert len(waiting) == 1 and files.save.is_file()  # kept for the retry
+            trial = storage.get_trial(study.ask()._trial_id)
+    assert not waiting and not list(folder.path.iterdir())
+
+
+def test_where_states_are_kept(tmp_path: Path) -> None:
+    database = str(tmp_path / "hpo.db")
+    assert state_folder(database, None) == StateFolder(Path(database + "-states"))
+    assert state_folder(database, str(tmp_path / "shared")) == StateFolder(tmp_path / "shared")
+    assert state_folder(None, None) is None  # a PostgreSQL database: workers on other hosts could not read one
+    assert state_folder(None, str(tmp_path)) == StateFolder(tmp_path)
 
 
 @pytest.mark.postgres
 def test_postgres_keeps_states_only_in_a_named_folder(postgres_url: str, tmp_path: Path) -> None:
     storage = open_storage(postgres_url)
-    assert state_folder(storage, None) is None  # workers on other hosts could not read a local one
-    assert state_folder(storage, str(tmp_path)) == StateFolder(tmp_path)
+    assert states_of(storage, hpo_config(compose())) is None
+    assert states_of(storage, hpo_config(compose([f"storage.states={tmp_path}"]))) == StateFolder(tmp_path)
