@@ -45,18 +45,22 @@ class StudySettings:
 @dataclass(frozen=True)
 class SamplerConfig:
     """Optuna's samplers, seeded from the study seed. `n_startup_trials` random trials
-    come first for TPE and GP; NSGA-II/III evolve populations of `population_size`."""
+    come first for TPE and GP, and `random_fraction` of the later ones are random too
+    (hpo.sampling); NSGA-II/III evolve populations of `population_size`."""
 
     name: SamplerName = "tpe"
     n_startup_trials: int = 5
     population_size: int = 8
     multivariate: bool = True
+    random_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name not in get_args(SamplerName):
             raise HpoError(f"sampler.name={self.name!r} is unknown; use one of {', '.join(get_args(SamplerName))}")
         if self.n_startup_trials < 0:
             raise HpoError(f"sampler.n_startup_trials={self.n_startup_trials} must be >= 0")
+        if not 0 <= self.random_fraction < 1:
+            raise HpoError(f"sampler.random_fraction={self.random_fraction} must be in [0, 1); 0 turns it off")
         if self.population_size < 2:
             raise HpoError(f"sampler.population_size={self.population_size} must be at least 2")
 

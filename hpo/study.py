@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import __version__
 from hpo.curves import CurveStore
 from hpo.errors import HpoError
+from hpo.sampling import RandomShare
 from hpo.settings import HpoConfig, SamplerConfig
 from hpo.storage import redact
 from hpo.structured import build, differences
@@ -41,7 +42,13 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 
 
 def build_sampler(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
-    """The configured Optuna sampler. Constraints come from `trial.set_constraint`."""
+    """The configured Optuna sampler, with its random share if any (hpo.sampling).
+    Constraints come from `trial.set_constraint`."""
+    sampler = _optuna_sampler(config, seed)
+    return RandomShare(sampler, config.random_fraction, seed) if config.random_fraction else sampler
+
+
+def _optuna_sampler(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
     if config.name == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=config.n_startup_trials, multivariate=config.multivariate

@@ -1,0 +1,57 @@
+"""The random share of a model-based sampler, on real Optuna studies with a toy objective:
+the point is which configurations the sampler proposes, not training."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from hpo.config import compose, hpo_config
+from hpo.errors import HpoError
+from hpo.sampling import RandomShare
+from hpo.study import build_sampler
+
+CHOICES = ["a", "b", "c", "d"]
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def _search(fraction: float, seed: int = 0, n_trials: int = 80) -> tuple[optuna.Study, RandomShare | None]:
+    """TPE on a choice where "a" scores best: the model alone soon proposes almost nothing else."""
+    config = hpo_config(compose(["sampler=tpe", f"sampler.random_fraction={fraction}"]))
+    sampler = build_sampler(config.sampler, seed)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(lambda t: float(t.suggest_categorical("x", CHOICES) == "a") + t.suggest_float("y", 0, 0.1), n_trials)
+    return study, sampler if isinstance(sampler, RandomShare) else None
+
+
+def test_no_share_is_the_plain_sampler() -> None:
+    sampler = build_sampler(hpo_config(compose(["sampler=tpe"])).sampler, 0)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+
+
+def test_the_share_keeps_drawing_what_the_model_gave_up() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    shared, sampler = _search(0.5)
+    assert sampler is not None
+    later = [t for t in shared.trials if t.number >= 5]  # after TPE's 5 random start-up trials
+    random = [t for t in later if sampler.is_random(t)]
+    assert 0.35 < len(random) / len(later) < 0.65
+    # the model's own trials go for "a"; the random ones spread over the four choices
+    model_a = sum(t.params["x"] == "a" for t in later if t not in random) / (len(later) - len(random))
+    random_a = sum(t.params["x"] == "a" for t in random) / len(random)
+    assert model_a > 0.6 and 0.05 < random_a < 0.45 and model_a > random_a + 0.3
+
+
+def test_which_trials_are_random_is_fixed_by_seed_and_number() -> None:
+    first, sampler = _search(0.3, seed=7, n_trials=30)
+    again, _ = _search(0.3, seed=7, n_trials=30)
+    assert [t.params for t in first.trials] == [t.params for t in again.trials]
+    assert sampler is not None
+    other = RandomShare(optuna.samplers.TPESampler(seed=7), 0.3, seed=7)  # another worker's copy agrees
+    assert [other.is_random(t) for t in first.trials] == [sampler.is_random(t) for t in first.trials]
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "1.5"])
+def test_a_share_outside_zero_to_one_is_refused(value: str) -> None:
+    with pytest.raises(HpoError, match=rf"sampler.random_fraction={value}.* must be in \[0, 1\)"):
+        hpo_config(compose([f"sampler.random_fraction={value}"]))
