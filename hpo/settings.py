@@ -33,6 +33,8 @@ class StudySettings:
             raise HpoError("study.name is empty; give the study a name (study.name=my-study)")
         if self.n_trials < 1:
             raise HpoError(f"study.n_trials={self.n_trials} must be at least 1")
+        if not 0 <= self.seed < 2**32:
+            raise HpoError(f"study.seed={self.seed} must be in [0, 2**32); any such number gives a reproducible study")
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown or not self.objectives or len(set(self.objectives)) != len(self.objectives):
             raise HpoError(

@@ -44,6 +44,7 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 def build_sampler(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
     """The configured Optuna sampler, with its random share if any (hpo.sampling).
     Constraints come from `trial.set_constraint`."""
+    seed %= 2**32  # NumPy's limit, which the offsets of continued studies and joining workers can pass
     sampler = _optuna_sampler(config, seed)
     return RandomShare(sampler, config.random_fraction, seed) if config.random_fraction else sampler
 

@@ -110,6 +110,8 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("no-equals", ["train", "experiment=smoke", "model.n_layer"], "model.n_layer"),
     ("wrong-type", ["config", "model.n_layer=two"], "model.n_layer"),
     ("config-bad-value", ["config", "model.n_head=3"], "n_head=3"),
+    ("seed-negative", ["config", "study.seed=-1"], "study.seed=-1 must be in [0, 2**32)"),
+    ("random-share-all", ["config", "sampler.random_fraction=1"], "sampler.random_fraction=1.0 must be in [0, 1)"),
     ("resume-missing", ["train", "experiment=smoke", "train.resume_from={state}"], "state.pt' does not exist"),
     ("resume-not-a-state", ["train", "experiment=smoke", "train.resume_from={latin1}"], "not an hpo run state"),
     ("unknown-command", ["nope"], "nope"),

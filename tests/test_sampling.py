@@ -29,6 +29,18 @@ def test_no_share_is_the_plain_sampler() -> None:
     assert isinstance(sampler, optuna.samplers.TPESampler)
 
 
+@pytest.mark.parametrize("name", ["tpe", "gp", "nsga2", "random"])
+def test_a_seed_past_numpys_limit_wraps(name: str) -> None:
+    """A joining worker's seed is the study's plus its process id: it may pass 2**32."""
+    config = hpo_config(compose([f"sampler={name}"])).sampler
+    draws = []
+    for seed in (3, 2**32 + 3):
+        study = optuna.create_study(sampler=build_sampler(config, seed))
+        study.optimize(lambda t: t.suggest_float("y", 0, 1), 2)
+        draws.append([t.params for t in study.trials])
+    assert draws[0] == draws[1]
+
+
 def test_the_share_keeps_drawing_what_the_model_gave_up() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shared, sampler = _search(0.5)
