@@ -28,7 +28,7 @@ from hpo.leases import DeviceLeases, FileLeases, Leases, lease_owner
 from hpo.promotion import ATTR_CONTINUES, PAUSED, rung_points
 from hpo.pruning import keeps, promotable
 from hpo.settings import HpoConfig
-from hpo.states import RetryLostTrial, StateFiles, StateFolder, state_folder
+from hpo.states import RetryLostTrial, StateFiles, StateFolder
 from hpo.storage import Storage, sqlite_file
 from hpo.study import ATTR_MESSAGE, ATTR_REASON
 from hpo.trainspec import EvalEvent, TrainConfig, TrialResult
@@ -131,12 +131,14 @@ class TrialStores:
 def states_of(storage: Storage, config: HpoConfig) -> StateFolder | None:
     """The folder of the study's trial states; HpoError if pausing trials needs one and there is none."""
     database = sqlite_file(storage.engine.url) if isinstance(storage, optuna.storages.RDBStorage) else None
-    states = state_folder(database, config.storage.states)
+    states = config.storage.state_folder(database)
     if config.pruner.pause and not isinstance(storage, optuna.storages.RDBStorage):
         raise HpoError(
             "pruner.pause=true promotes paused trials under the study's lock, which workers behind a gRPC proxy "
             "lack; give them the database URL, or leave out pruner.pause"
         )
+    if config.pruner.pause and not config.storage.save_states:
+        raise HpoError("pruner.pause=true resumes paused trials from their states; leave storage.save_states on")
     if config.pruner.pause and states is None:
         raise HpoError(
             "pruner.pause=true keeps paused runs' states in storage.states, which is unset for this database; "

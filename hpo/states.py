@@ -85,16 +85,6 @@ class StateFolder:
         return StateFiles(self.path / own[1], self.path / name, number)
 
 
-def state_folder(sqlite_file: str | None, configured: str | None) -> StateFolder | None:
-    """The configured folder, else the one beside the database's SQLite file, if it has one,
-    else None (no states: retries start over)."""
-    if configured:
-        return StateFolder(Path(configured))
-    if sqlite_file:
-        return StateFolder(Path(sqlite_file + "-states"))
-    return None
-
-
 class RetryLostTrial:
     """Optuna's retry of a lost trial (a dead worker's, or one stopped by Ctrl-C) that also
     deletes the trial's states when it gets no retry: past `max_retry` retries nothing would

@@ -14,6 +14,7 @@ import sys
 import time
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import optuna
@@ -24,7 +25,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hpo import proxy
 from hpo.errors import HpoError
-from hpo.states import RetryLostTrial, state_folder
+from hpo.states import RetryLostTrial, StateFolder
 
 # What hpo opens: either keeps heartbeats, so a dead worker's trial is failed and retried.
 Storage: TypeAlias = "optuna.storages.RDBStorage | proxy.HeartbeatGrpcStorage"
@@ -43,7 +44,8 @@ class StorageConfig:
     A running trial's worker writes a heartbeat every `heartbeat_interval` seconds; one
     silent for `grace_period` seconds is failed and re-queued (up to `max_retry` times).
     The retry resumes from the training state that the lost run kept in `states`
-    (hpo.states; by default beside a SQLite database).
+    (hpo.states; by default beside a SQLite database); with `save_states` off, runs keep
+    none (a large model's state costs seconds at every evaluation) and retries start over.
     """
 
     url: str | None = None
@@ -51,6 +53,7 @@ class StorageConfig:
     grace_period: int = 30
     max_retry: int = 3
     states: str | None = None
+    save_states: bool = True
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval < 1:
@@ -62,6 +65,15 @@ class StorageConfig:
             )
         if self.max_retry < 0:
             raise HpoError(f"storage.max_retry={self.max_retry} must be >= 0")
+
+    def state_folder(self, sqlite_file: str | None) -> StateFolder | None:
+        """Where running trials keep their states: `states`, else beside the database's SQLite
+        file, if it has one; None (retries start over) without either, or with `save_states` off."""
+        if not self.save_states:
+            return None
+        if self.states:
+            return StateFolder(Path(self.states))
+        return StateFolder(Path(sqlite_file + "-states")) if sqlite_file else None
 
 
 def resolve_url(flag: str | None = None, configured: str | None = None) -> str:
@@ -109,11 +121,11 @@ def open_storage(
     """
     config = config or StorageConfig()
     if proxy.is_grpc(url):
-        retry = RetryLostTrial(config.max_retry, state_folder(None, config.states))
+        retry = RetryLostTrial(config.max_retry, config.state_folder(None))
         return proxy.connect(url, config.heartbeat_interval, config.grace_period, retry, timeout=proxy_timeout)
     parsed = parse_url(url)
     file = sqlite_file(parsed)
-    retry = RetryLostTrial(config.max_retry, state_folder(file, config.states))
+    retry = RetryLostTrial(config.max_retry, config.state_folder(file))
     if parsed.get_backend_name() == "sqlite":
         # Several local workers share one file: wait for the write lock instead of failing.
         engine_kwargs: dict[str, object] = {"connect_args": {"timeout": 60}}

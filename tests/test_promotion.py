@@ -152,3 +152,8 @@ def test_pausing_needs_the_study_lock_and_a_state_folder(tmp_path: Path) -> None
     with pytest.raises(HpoError, match="behind a gRPC proxy"):
         states_of(optuna.storages.InMemoryStorage(), configured)
     assert states_of(optuna.storages.InMemoryStorage(), HpoConfig(search_space=space)) is None  # not pausing
+    database = open_storage(f"sqlite:///{tmp_path / 'hpo.db'}")
+    assert states_of(database, pausing) == StateFolder(tmp_path / "hpo.db-states")
+    stateless = HpoConfig(search_space=space, pruner=PRUNER, storage=StorageConfig(save_states=False))
+    with pytest.raises(HpoError, match=r"leave storage\.save_states on"):
+        states_of(database, stateless)

@@ -7,6 +7,7 @@ when workers die; tests/test_study.py kills real workers and resumes their trial
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -16,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import compose, hpo_config
 from hpo.objective import states_of
-from hpo.states import StateFolder, state_folder
+from hpo.states import StateFolder
 from hpo.storage import StorageConfig, open_storage
 
 pytestmark = [
@@ -93,10 +94,12 @@ def test_a_trial_that_used_up_its_retries_leaves_no_state(sqlite_url: str) -> No
 
 def test_where_states_are_kept(tmp_path: Path) -> None:
     database = str(tmp_path / "hpo.db")
-    assert state_folder(database, None) == StateFolder(Path(database + "-states"))
-    assert state_folder(database, str(tmp_path / "shared")) == StateFolder(tmp_path / "shared")
-    assert state_folder(None, None) is None  # a PostgreSQL database: workers on other hosts could not read one
-    assert state_folder(None, str(tmp_path)) == StateFolder(tmp_path)
+    assert StorageConfig().state_folder(database) == StateFolder(Path(database + "-states"))
+    shared = StorageConfig(states=str(tmp_path / "shared"))
+    assert shared.state_folder(database) == shared.state_folder(None) == StateFolder(tmp_path / "shared")
+    assert StorageConfig().state_folder(None) is None  # PostgreSQL: workers on other hosts could not read one
+    assert StorageConfig(save_states=False).state_folder(database) is None
+    assert replace(shared, save_states=False).state_folder(database) is None
 
 
 @pytest.mark.postgres
