@@ -649,21 +649,24 @@ def test_infeasible_memory_is_pruned_with_a_constraint(sqlite_url: str) -> None:
 # Samplers and baselines
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "nsga3", "gp", "random"])
+@pytest.mark.parametrize("sampler", ["tpe", "tpe+share", "nsga2", "nsga3", "gp", "random"])
 def test_sampler_runs_a_study_from_its_baseline(sampler: str, sqlite_url: str) -> None:
     name = f"with-{sampler}"
+    optuna_sampler, share = sampler.split("+")[0], sampler.endswith("+share")
     n_trials = 3 if sampler.startswith("nsga") else 2
     overrides = tiny(
         name,
         n_trials,
-        f"sampler={sampler}",
+        f"sampler={optuna_sampler}",
         "sampler.n_startup_trials=1",  # the model-based samplers model from trial 1 on
         "sampler.population_size=2",  # NSGA's second generation starts at trial 2
+        *(["sampler.random_fraction=0.5"] if share else []),
         "study.baselines=[{n_head: 2, lr: 0.003}]",
     )
     hpo_ok("run", *overrides, "--storage", sqlite_url, "--quiet")
     study = load(sqlite_url, name)
-    assert study.user_attrs["hpo_config"]["sampler"]["name"] == sampler
+    assert study.user_attrs["hpo_config"]["sampler"]["name"] == optuna_sampler
+    assert study.user_attrs["hpo_config"]["sampler"].get("random_fraction", 0.0) == (0.5 if share else 0.0)
     assert study.trials[0].params == {"n_head": 2, "lr": 0.003}
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * n_trials
     for trial in study.trials:
