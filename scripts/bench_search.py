@@ -7,10 +7,11 @@ continues; accuracy is judged at a rung by the validation loss). `--arms ...` ad
 `tpe+accuracy`, rungs that judge the accuracy itself (`pruner.rung_metric=val_accuracy`),
 as in the paper, or `tpe+pause`, ASHA's promotion type (`pruner.pause=true`: a rung pauses
 the trials it does not keep, and resumes them as new trials once they rank in its top
-1/eta; a promotion counts as one of the arm's trials). The pruned arms get three times the trials: they stop most of
-them early. Their rungs are hpo's defaults (the budget / 9 and / 3), and a rung judges
-from its second trial on (`pruner.min_trials=2`). Each study is a real `hpo run` on the
-builtin corpus.
+1/eta; a promotion counts as one of the arm's trials), or `tpe+share`, where a third of
+TPE's trials are random draws as in BOHB (`sampler.random_fraction=0.33`). The pruned arms
+get three times the trials: they stop most of them early. Their rungs are hpo's defaults
+(the budget / 9 and / 3), and a rung judges from its second trial on
+(`pruner.min_trials=2`). Each study is a real `hpo run` on the builtin corpus.
 
 For every arm the hypervolume of the feasible completed trials' front is tracked as
 training tokens accumulate (a pruned trial costs the tokens it trained). Each objective is
@@ -72,6 +73,7 @@ ARMS = {  # name -> (overrides, trial multiplier)
     "tpe+strict": (["sampler=tpe", *PRUNED, "pruner.keep_front=false"], 3),
     "tpe+accuracy": (["sampler=tpe", *PRUNED, "pruner.rung_metric=val_accuracy"], 3),
     "tpe+pause": (["sampler=tpe", *PRUNED, "pruner.pause=true"], 3),
+    "tpe+share": (["sampler=tpe", *PRUNED, "sampler.random_fraction=0.33"], 3),
 }
 DEFAULT_ARMS = ["random", "tpe", "tpe+moasha"]
 SPACES = {  # name -> overrides that set the searched space
@@ -243,7 +245,7 @@ def report(labels: list[str], results: Results) -> None:
                 f"{arm}: the mean over {RESAMPLES} resamples of the seeds: {fraction(low)}..{fraction(high)} "
                 f"(10th..90th percentile), <= 0.50 in {np.mean(resampled <= 0.5):.0%} of them"
             )
-    for arm in ("tpe+moasha", "tpe+pause"):
+    for arm in ("tpe+moasha", "tpe+pause", "tpe+share"):
         if arm in means:
             value = means[arm]
             verdict = "not reached" if math.isinf(value) else f"{value:.3f}, {'met' if value <= 0.5 else 'not met'}"

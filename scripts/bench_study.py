@@ -7,6 +7,7 @@ model build, warm-up steps, evaluation, text sample, child process start, databa
 
     python scripts/bench_study.py                       # goal: overhead under 5%
     python scripts/bench_study.py --trials 3 --tokens 300000   # a quick look
+    python scripts/bench_study.py storage.save_states=false    # what saving run states costs
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per trial (~20 s here)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides of the study's config")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
@@ -33,7 +35,7 @@ def main() -> None:
             sys.executable, "-m", "hpo", "run", "--quiet", "--storage", url,
             "experiment=smoke", "study.name=bench", f"study.n_trials={args.trials}",
             f"budget.tokens={args.tokens}", "search_space.n_layer=2", "search_space.head_dim=32",
-            "search_space.batch_size=32",
+            "search_space.batch_size=32", *args.overrides,
         ]  # fmt: skip
         started_at, start = time.time(), time.perf_counter()
         subprocess.run(command, check=True)
