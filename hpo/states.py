@@ -92,13 +92,12 @@ class RetryLostTrial:
 
     def __init__(self, max_retry: int, folder: StateFolder | None) -> None:
         self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        self.max_retry = max_retry
-        self.folder = folder
+        self._max_retry, self._folder = max_retry, folder
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Queue the retry, as Optuna's heartbeat check and hpo's Ctrl-C handler ask."""
-        last = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)) >= self.max_retry
+        last = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)) >= self._max_retry
         self._retry(study, trial)
-        if last and self.folder is not None:
+        if last and self._folder is not None:
             for _, name in trial.system_attrs.get(ATTR_STATE, []):  # its own run, and the one it resumed
-                _delete_run(self.folder.path / name)
+                _delete_run(self._folder.path / name)
