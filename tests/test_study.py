@@ -56,8 +56,9 @@ pytestmark = [
 
 # Dead workers are noticed within seconds instead of the default half-minute.
 FAST_HEARTBEAT = ("storage.heartbeat_interval=1", "storage.grace_period=3")
-# A budget that keeps a trial training for a few seconds: long enough to interrupt it mid-way.
-LONG_TRIAL = "budget.tokens=150000"
+# A budget that keeps a trial training for a few seconds: long enough to interrupt it mid-way,
+# and evaluations from a sixth of it on, so that most of it is left once one has been saved.
+LONG_TRIAL = ("budget.tokens=150000", "train.evals=6")
 # Every metric a complete trial stores, with the environment it ran in.
 TRIAL_ATTRS = (
     "val_accuracy",
@@ -343,7 +344,7 @@ def test_rerun_of_the_same_study_continues_it(sqlite_url: str) -> None:
 
 def _start_and_catch_a_running_trial(url: str, name: str, *extra: str) -> tuple[subprocess.Popen, FrozenTrial]:
     """Start `hpo run` on a 2-trial study; return once trial 1 trains (trial 0 complete)."""
-    overrides = tiny(name, 2, LONG_TRIAL, *FAST_HEARTBEAT, *extra)
+    overrides = tiny(name, 2, *LONG_TRIAL, *FAST_HEARTBEAT, *extra)
     process = start_hpo("run", *overrides, "--storage", url, "--quiet")
 
     def caught() -> FrozenTrial | str | None:
