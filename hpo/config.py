@@ -13,7 +13,7 @@ from typing import Any
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.errors import HydraException, OverrideParseException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpo.errors import HpoError
@@ -66,15 +66,19 @@ def hpo_config(composed: dict[str, Any]) -> HpoConfig:
 
 def _options_setting(key: str) -> list[str]:
     """The options of `key`'s group whose file sets the rest of it (pruner.pause:
-    ["pruner=moasha"]): a key that the chosen option lacks is often another option's."""
+    ["pruner=moasha"]): a key that the chosen option lacks is often another option's. The
+    group's default comes first, as the likeliest intent (sampler=tpe for random_fraction)."""
     group, _, rest = key.partition(".")
     folder = builtin_config_dir() / group
     absent = object()
-    return [
-        f"{group}={file.stem}"
+    defaults = OmegaConf.load(builtin_config_dir() / "config.yaml").defaults
+    default = next((entry[group] for entry in defaults if isinstance(entry, DictConfig) and group in entry), None)
+    owners = [
+        file.stem
         for file in sorted(folder.glob("*.yaml"))
         if rest and OmegaConf.select(OmegaConf.load(file), rest, default=absent) is not absent
     ]
+    return [f"{group}={option}" for option in sorted(owners, key=lambda option: option != default)]
 
 
 def _one_line(exc: Exception) -> str:

@@ -137,8 +137,6 @@ def states_of(storage: Storage, config: HpoConfig) -> StateFolder | None:
             "pruner.pause=true promotes paused trials under the study's lock, which workers behind a gRPC proxy "
             "lack; give them the database URL, or leave out pruner.pause"
         )
-    if config.pruner.pause and not config.storage.save_states:
-        raise HpoError("pruner.pause=true resumes paused trials from their states; leave storage.save_states on")
     if config.pruner.pause and states is None:
         raise HpoError(
             "pruner.pause=true keeps paused runs' states in storage.states, which is unset for this database; "

@@ -94,6 +94,8 @@ class HpoConfig:
             if self.train.budget.tokens is None:
                 raise HpoError(f"pruner={self.pruner.name} compares trials at token counts; use budget=tokens")
             self.pruner.check_budget(self.train.budget.tokens)
+        if self.pruner.pause and not self.storage.save_states:
+            raise HpoError("pruner.pause=true resumes paused trials from their states; leave storage.save_states on")
 
     @property
     def space(self) -> SearchSpace:

@@ -154,6 +154,5 @@ def test_pausing_needs_the_study_lock_and_a_state_folder(tmp_path: Path) -> None
     assert states_of(optuna.storages.InMemoryStorage(), HpoConfig(search_space=space)) is None  # not pausing
     database = open_storage(f"sqlite:///{tmp_path / 'hpo.db'}")
     assert states_of(database, pausing) == StateFolder(tmp_path / "hpo.db-states")
-    stateless = HpoConfig(search_space=space, pruner=PRUNER, storage=StorageConfig(save_states=False))
-    with pytest.raises(HpoError, match=r"leave storage\.save_states on"):
-        states_of(database, stateless)
+    with pytest.raises(HpoError, match=r"leave storage\.save_states on"):  # before any database is opened
+        HpoConfig(search_space=space, pruner=PRUNER, storage=StorageConfig(save_states=False))
