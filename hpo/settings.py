@@ -48,15 +48,13 @@ class StudySettings:
 class SamplerConfig:
     """Optuna's samplers, seeded from the study seed. `n_startup_trials` random trials
     come first for TPE and GP, and `random_fraction` of the later ones are random too
-    (hpo.sampling); NSGA-II/III evolve populations of `population_size`. TPE counts
-    pruned trials as its worst unless `learn_from_pruned` is off (hpo.sampling)."""
+    (hpo.sampling); NSGA-II/III evolve populations of `population_size`."""
 
     name: SamplerName = "tpe"
     n_startup_trials: int = 5
     population_size: int = 8
     multivariate: bool = True
     random_fraction: float = 0.0
-    learn_from_pruned: bool = True
 
     def __post_init__(self) -> None:
         if self.name not in get_args(SamplerName):

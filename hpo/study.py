@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import __version__
 from hpo.curves import CurveStore
 from hpo.errors import HpoError
-from hpo.sampling import CompletedOnly, RandomShare
+from hpo.sampling import RandomShare
 from hpo.settings import HpoConfig, SamplerConfig
 from hpo.storage import redact
 from hpo.structured import build, differences
@@ -42,13 +42,10 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 
 
 def build_sampler(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
-    """The configured Optuna sampler, blind to pruned trials and with its random share if
-    so configured (hpo.sampling).
+    """The configured Optuna sampler, with its random share if any (hpo.sampling).
     Constraints come from `trial.set_constraint`."""
     seed %= 2**32  # NumPy's limit, which the offsets of continued studies and joining workers can pass
     sampler = _optuna_sampler(config, seed)
-    if not config.learn_from_pruned:
-        sampler = CompletedOnly(sampler)
     return RandomShare(sampler, config.random_fraction, seed) if config.random_fraction else sampler
 
 

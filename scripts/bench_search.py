@@ -74,7 +74,6 @@ ARMS = {  # name -> (overrides, trial multiplier)
     "tpe+accuracy": (["sampler=tpe", *PRUNED, "pruner.rung_metric=val_accuracy"], 3),
     "tpe+pause": (["sampler=tpe", *PRUNED, "pruner.pause=true"], 3),
     "tpe+share": (["sampler=tpe", *PRUNED, "sampler.random_fraction=0.33"], 3),
-    "tpe+blind": (["sampler=tpe", *PRUNED, "sampler.learn_from_pruned=false"], 3),
 }
 DEFAULT_ARMS = ["random", "tpe", "tpe+moasha"]
 SPACES = {  # name -> overrides that set the searched space
@@ -246,7 +245,7 @@ def report(labels: list[str], results: Results) -> None:
                 f"{arm}: the mean over {RESAMPLES} resamples of the seeds: {fraction(low)}..{fraction(high)} "
                 f"(10th..90th percentile), <= 0.50 in {np.mean(resampled <= 0.5):.0%} of them"
             )
-    for arm in ("tpe+moasha", "tpe+pause", "tpe+share", "tpe+blind"):
+    for arm in ("tpe+moasha", "tpe+pause", "tpe+share"):
         if arm in means:
             value = means[arm]
             verdict = "not reached" if math.isinf(value) else f"{value:.3f}, {'met' if value <= 0.5 else 'not met'}"

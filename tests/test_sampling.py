@@ -1,16 +1,14 @@
-"""The random share of a model-based sampler and TPE blind to pruned trials, on real Optuna
-studies with a toy objective: the point is which configurations the sampler proposes, not
-training."""
+"""The random share of a model-based sampler, on real Optuna studies with a toy objective:
+the point is which configurations the sampler proposes, not training."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
-from optuna.trial import TrialState
 
 from hpo.config import compose, hpo_config
 from hpo.errors import HpoError
-from hpo.sampling import CompletedOnly, RandomShare
+from hpo.sampling import RandomShare
 from hpo.study import build_sampler
 
 CHOICES = ["a", "b", "c", "d"]
@@ -69,32 +67,3 @@ def test_which_trials_are_random_is_fixed_by_seed_and_number() -> None:
 def test_a_share_outside_zero_to_one_is_refused(value: str) -> None:
     with pytest.raises(HpoError, match=rf"sampler.random_fraction={value}.* must be in \[0, 1\)"):
         hpo_config(compose([f"sampler.random_fraction={value}"]))
-
-
-def _proposals(learn_from_pruned: bool, pruned: int, n: int = 60) -> list[str]:
-    """TPE's next `n` proposals in a two-objective study where "p" and "q" completed alike,
-    after `pruned` more "q" trials were pruned."""
-    config = hpo_config(compose(["sampler=tpe", f"sampler.learn_from_pruned={str(learn_from_pruned).lower()}"]))
-    study = optuna.create_study(directions=["maximize", "maximize"], sampler=build_sampler(config.sampler, 0))
-    choice = {"x": optuna.distributions.CategoricalDistribution(["p", "q"])}
-    for i in range(8):  # a front of four trials of each choice, from a slow accurate end to a fast one
-        values = [float(i), 8.0 - i]
-        study.add_trial(optuna.trial.create_trial(params={"x": "pq"[i % 2]}, distributions=choice, values=values))
-    for _ in range(pruned):
-        study.add_trial(optuna.trial.create_trial(params={"x": "q"}, distributions=choice, state=TrialState.PRUNED))
-    asked = [study.ask(choice) for _ in range(n)]  # left running: TPE models finished trials only
-    return [t.params["x"] for t in asked]
-
-
-def test_tpe_blind_to_pruned_trials_draws_as_if_none_were_pruned() -> None:
-    """Optuna's TPE counts the pruned "q" trials as its worst and turns from "q"; blind to
-    them, it proposes exactly what it would in the study without them."""
-    blind = _proposals(learn_from_pruned=False, pruned=24)
-    assert blind == _proposals(learn_from_pruned=True, pruned=0)
-    assert _proposals(learn_from_pruned=True, pruned=24).count("q") < blind.count("q")
-
-
-def test_blind_to_pruned_is_a_wrapper_only_when_asked() -> None:
-    tpe = hpo_config(compose(["sampler=tpe", "sampler.learn_from_pruned=false"])).sampler
-    assert isinstance(build_sampler(tpe, 0), CompletedOnly)
-    assert isinstance(build_sampler(hpo_config(compose(["sampler=tpe"])).sampler, 0), optuna.samplers.TPESampler)
