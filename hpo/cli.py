@@ -187,11 +187,18 @@ def run() -> NoReturn:
     down at exit, after every result is stored. The executable skips that: it closes its
     databases (SQLite folds its write-ahead log back into the file then), flushes its
     output and leaves with os._exit. An uncaught exception takes the ordinary way out.
+
+    A reader that stops reading (`hpo show NAME | head`) ends the command quietly, as it
+    does other command-line tools, instead of with a BrokenPipeError traceback.
     """
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        code = 1
     from hpo.storage import close_all
 
     close_all()
-    sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -93,6 +93,20 @@ def test_help_and_version(tmp_path: Path) -> None:
         assert proc.stdout.strip()
 
 
+def test_output_into_a_closed_pipe_ends_quietly() -> None:
+    """`hpo ... | head` where the reader has gone: no BrokenPipeError traceback."""
+    read, write = os.pipe()
+    os.close(read)  # gone before hpo writes a line
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hpo", "--help"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=60
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+
+
 BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("heads-do-not-divide-width", ["train", "experiment=smoke", "model.n_head=3"], "n_head=3"),
     ("block-longer-than-val", ["train", "experiment=smoke", "model.block_size=100000"], "block_size=100000"),
