@@ -56,9 +56,10 @@ pytestmark = [
 
 # Dead workers are noticed within seconds instead of the default half-minute.
 FAST_HEARTBEAT = ("storage.heartbeat_interval=1", "storage.grace_period=3")
-# A budget that keeps a trial training for a few seconds: long enough to interrupt it mid-way,
+# A budget that keeps a trial training for some seconds, even beside another test file (-n 2): long enough
+# to interrupt it mid-way,
 # and evaluations from a sixth of it on, so that most of it is left once one has been saved.
-LONG_TRIAL = ("budget.tokens=150000", "train.evals=6")
+LONG_TRIAL = ("budget.tokens=300000", "train.evals=6")
 # Every metric a complete trial stores, with the environment it ran in.
 TRIAL_ATTRS = (
     "val_accuracy",
