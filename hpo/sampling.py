@@ -1,4 +1,6 @@
-"""A model-based sampler that keeps exploring: a fixed share of its trials drawn at random.
+"""Two ways to steer what a model-based sampler learns from in a pruned study.
+
+`RandomShare`: a fixed share of the trials drawn at random, so the sampler keeps exploring.
 
 TPE draws where its model of good and bad regions points, and a categorical choice that
 did well early (no positional encoding, two devices, SGD) can take nearly every later
@@ -9,11 +11,20 @@ this reason; `sampler.random_fraction` does the same for any Optuna sampler here
 
 Which trials are random is a function of the seed and the trial number alone, so every
 worker of a study agrees on it and a rerun with the same seed draws the same trials.
+
+`AsObserved`: the model sees each pruned trial with the values it had at its rung, as if
+it had completed there, as multi-fidelity Bayesian optimisation takes each trial's latest
+observation. Optuna's TPE otherwise counts every pruned trial as worse than every completed
+one (a multi-objective study has no intermediate values to rank them by): a shape stopped
+at the first rung for its accuracy teaches it nothing of its throughput, which a rung
+measures as well as the end does (hpo.pruning). Accuracy rises with training, so a trial
+stopped early still ranks below the completed trials that beat it on throughput too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Container, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,4 +71,59 @@ class RandomShare(BaseSampler):
         self._random.reseed_rng()
 
 
-__all__ = ["RandomShare"]
+class _AsObserved(Study):
+    """A study as a sampler sees it with each pruned trial completed at its rung's values.
+    It reads through the study's own trial cache, which Optuna renews as trials finish."""
+
+    def __init__(self, study: Study) -> None:
+        self.__dict__.update(study.__dict__)  # no storage round trip: the same study, read differently
+        self._study = study
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        read = None if states is None else {*states, *([TrialState.PRUNED] if TrialState.COMPLETE in states else [])}
+        names = self._study.metric_names
+        seen = [_observed(t, names) for t in self._study._get_trials(deepcopy, read, use_cache)]
+        return [t for t in seen if states is None or t.state in states]
+
+
+def _observed(trial: FrozenTrial, names: list[str] | None) -> FrozenTrial:
+    rung = trial.user_attrs.get("rung")
+    if trial.state != TrialState.PRUNED or not rung or not names:
+        return trial
+    seen = copy.copy(trial)
+    seen.state, seen.values = TrialState.COMPLETE, [rung[name] for name in names]
+    return seen
+
+
+class AsObserved(BaseSampler):
+    """`model`, shown each pruned trial as completed with the values it had at its rung."""
+
+    def __init__(self, model: BaseSampler) -> None:
+        self.model = model
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.model.infer_relative_search_space(_AsObserved(study), trial)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self.model.sample_relative(_AsObserved(study), trial, search_space)
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self.model.sample_independent(_AsObserved(study), trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self.model.before_trial(study, trial)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
+        self.model.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.model.reseed_rng()
+
+
+__all__ = ["AsObserved", "RandomShare"]

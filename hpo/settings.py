@@ -14,6 +14,7 @@ from hpo.trainspec import TrainConfig
 
 OBJECTIVES: tuple[str, ...] = ("val_accuracy", "tokens_per_sec")
 SamplerName = Literal["tpe", "nsga2", "nsga3", "gp", "random"]
+PrunedTrials = Literal["last", "observed"]  # how a model-based sampler sees a pruned trial (hpo.sampling)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class SamplerConfig:
     population_size: int = 8
     multivariate: bool = True
     random_fraction: float = 0.0
+    pruned_trials: PrunedTrials = "last"
 
     def __post_init__(self) -> None:
         if self.name not in get_args(SamplerName):

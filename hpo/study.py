@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import __version__
 from hpo.curves import CurveStore
 from hpo.errors import HpoError
-from hpo.sampling import RandomShare
+from hpo.sampling import AsObserved, RandomShare
 from hpo.settings import HpoConfig, SamplerConfig
 from hpo.storage import redact
 from hpo.structured import build, differences
@@ -46,6 +46,8 @@ def build_sampler(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSampl
     Constraints come from `trial.set_constraint`."""
     seed %= 2**32  # NumPy's limit, which the offsets of continued studies and joining workers can pass
     sampler = _optuna_sampler(config, seed)
+    if config.pruned_trials == "observed":
+        sampler = AsObserved(sampler)
     return RandomShare(sampler, config.random_fraction, seed) if config.random_fraction else sampler
 
 

@@ -74,6 +74,7 @@ ARMS = {  # name -> (overrides, trial multiplier)
     "tpe+accuracy": (["sampler=tpe", *PRUNED, "pruner.rung_metric=val_accuracy"], 3),
     "tpe+pause": (["sampler=tpe", *PRUNED, "pruner.pause=true"], 3),
     "tpe+share": (["sampler=tpe", *PRUNED, "sampler.random_fraction=0.33"], 3),
+    "tpe+observed": (["sampler=tpe", *PRUNED, "sampler.pruned_trials=observed"], 3),
 }
 DEFAULT_ARMS = ["random", "tpe", "tpe+moasha"]
 SPACES = {  # name -> overrides that set the searched space

@@ -67,3 +67,36 @@ def test_which_trials_are_random_is_fixed_by_seed_and_number() -> None:
 def test_a_share_outside_zero_to_one_is_refused(value: str) -> None:
     with pytest.raises(HpoError, match=rf"sampler.random_fraction={value}.* must be in \[0, 1\)"):
         hpo_config(compose([f"sampler.random_fraction={value}"]))
+
+
+def test_observed_pruned_trials_steer_tpe_as_completed_ones_would() -> None:
+    """TPE shown pruned trials as observed proposes exactly what it proposes in a study
+    where those trials completed with the values they had at their rungs."""
+    names = ["val_accuracy", "tokens_per_sec"]
+    history = [(x / 20, [0.1 + x / 40, 1000.0 - 30 * x]) for x in range(20)]
+
+    def replay(observed: bool, pruned: bool) -> list[float]:
+        config = hpo_config(compose(["sampler=tpe", f"sampler.pruned_trials={'observed' if observed else 'last'}"]))
+        study = optuna.create_study(directions=["maximize", "maximize"], sampler=build_sampler(config.sampler, 3))
+        study.set_metric_names(names)
+        distribution = optuna.distributions.FloatDistribution(0, 1)
+        for i, (x, values) in enumerate(history):
+            stopped = pruned and i % 3 == 0
+            trial = optuna.trial.create_trial(
+                params={"x": x},
+                distributions={"x": distribution},
+                state=optuna.trial.TrialState.PRUNED if stopped else optuna.trial.TrialState.COMPLETE,
+                values=None if stopped else values,
+                user_attrs={"rung": dict(zip(names, values, strict=True))} if stopped else {},
+            )
+            study.add_trial(trial)
+        study.optimize(lambda t: (t.suggest_float("x", 0, 1), 0.0), n_trials=5)
+        return [t.params["x"] for t in study.trials[len(history) :]]
+
+    assert replay(observed=True, pruned=True) == replay(observed=False, pruned=False)
+    assert replay(observed=False, pruned=True) != replay(observed=False, pruned=False)
+
+
+def test_an_unknown_view_of_pruned_trials_is_refused() -> None:
+    with pytest.raises(HpoError, match=r"sampler.pruned_trials='hidden' is not allowed; use one of last, observed"):
+        hpo_config(compose(["sampler.pruned_trials=hidden"]))
