@@ -58,8 +58,9 @@ class Curves(Protocol):
         """Drop the points of a study name (a new study reusing a deleted one's name)."""
         ...
 
-    def inherit(self, study: str, parent: int, trial: int) -> list[EvalEvent]:
-        """Give `trial` the points of `parent`, whose run it resumes (hpo.states); returns them."""
+    def take_over(self, study: str, parent: int | None, trial: int) -> list[EvalEvent]:
+        """Give `trial` the points of `parent`, whose run it resumes (hpo.states), or none
+        when it starts over (`parent` None); returns them."""
         ...
 
 
@@ -117,8 +118,8 @@ class CurveStore:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(CURVES).where(CURVES.c.study == study))
 
-    def inherit(self, study: str, parent: int, trial: int) -> list[EvalEvent]:
-        points = self.curve(study, parent)
+    def take_over(self, study: str, parent: int | None, trial: int) -> list[EvalEvent]:
+        points = self.curve(study, parent) if parent is not None else []
         if points:
             with self.engine.begin() as conn:
                 conn.execute(sa.insert(CURVES), [{"study": study, "trial": trial, **asdict(e)} for e in points])
@@ -153,7 +154,7 @@ class AttrCurves:
         return {t.number: points for t in trials if (points := self._points(t))}
 
     def _points(self, trial: FrozenTrial) -> list[EvalEvent]:
-        points = sorted((k, v) for k, v in trial.system_attrs.items() if k.startswith(self.PREFIX))
+        points = sorted((k, v) for k, v in trial.system_attrs.items() if k.startswith(self.PREFIX) and v is not None)
         return [EvalEvent(**value) for _, value in points]
 
     def at_rung(self, study: str, tokens: int) -> dict[int, EvalEvent]:
@@ -167,9 +168,18 @@ class AttrCurves:
     def forget(self, study: str) -> None:
         """Nothing to do: the points of a deleted study went with its trials."""
 
-    def inherit(self, study: str, parent: int, trial: int) -> list[EvalEvent]:
-        """Nothing to copy: Optuna copied the points into the retry with the system attributes."""
-        return self.curve(study, trial)
+    def take_over(self, study: str, parent: int | None, trial: int) -> list[EvalEvent]:
+        """Nothing to copy: Optuna copied the lost run's points into the retry with the system
+        attributes. A retry that starts over blanks them (attributes cannot be deleted), or
+        its curve would show the lost run's points until its own overwrote them, and those
+        past where it stopped for good."""
+        if parent is not None:
+            return self.curve(study, trial)
+        trial_id = self._trial_id(study, trial)
+        for key, value in self.storage.get_trial(trial_id).system_attrs.items():
+            if key.startswith(self.PREFIX) and value is not None:
+                self.storage.set_trial_system_attr(trial_id, key, None)
+        return []
 
 
 def _event_columns() -> list[sa.Column]:

@@ -253,14 +253,13 @@ def _with_states(
     config: TrainConfig, files: StateFiles | None, curves: Curves, study: str, number: int
 ) -> tuple[TrainConfig, int]:
     """The run's config with its state files, and the tokens where it takes over the run it
-    resumes (0 for a fresh run). It takes that run's learning curve over too."""
+    resumes (0 for a fresh run). It takes that run's learning curve over too, and a retry
+    that starts over drops the lost run's."""
+    points = curves.take_over(study, files.resumed_trial if files is not None else None, number)
     if files is None:
         return config, 0
     resume = str(files.resume) if files.resume is not None else None
     config = replace(config, train=replace(config.train, save_state=str(files.save), resume_from=resume))
-    if files.resumed_trial is None:
-        return config, 0
-    points = curves.inherit(study, files.resumed_trial, number)
     return config, points[-1].tokens if points else 0
 
 

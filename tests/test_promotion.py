@@ -119,7 +119,7 @@ def test_a_promotion_stands_for_its_trial_only_above_the_rung_it_resumed_at(rung
     (queued,) = rungs.waiting()
     # the promotion starts: it carries the paused run's points, then reaches the next rung
     name = rungs.study.study_name
-    rungs.curves.inherit(name, paused[0], queued.number)
+    rungs.curves.take_over(name, paused[0], queued.number)
     rungs.curves.record(name, queued.number, EvalEvent(30, 3000, 2.0, 1.5, 0.3, 880))
     at_first = rung_points(rungs.study.get_trials(), rungs.curves, name, 1000, PRUNER, OBJECTIVES)
     assert sorted(at_first) == paused  # not twice: the paused trial stands for it there

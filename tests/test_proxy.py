@@ -174,6 +174,27 @@ def test_attribute_curves_answer_as_the_table_does(storage_url: str, proxy: str)
         assert store.at_rung("curves", 201) == {}
 
 
+@pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
+def test_a_retry_shows_the_lost_runs_points_only_when_it_resumes_that_run(storage_url: str, proxy: str) -> None:
+    through_proxy = open_storage(proxy)
+    study = optuna.create_study(storage=through_proxy, study_name="retries", directions=["maximize", "maximize"])
+    table, attrs = CurveStore(open_storage(storage_url).engine), AttrCurves(through_proxy)
+    lost, points = study.ask(), [_event(1, 100, 0.1), _event(2, 200, 0.2)]
+    for store in (table, attrs):
+        for event in points:
+            store.record("retries", lost.number, event)
+    study.tell(lost, state=TrialState.FAIL)
+    for _ in range(2):  # Optuna's retry copies the lost trial's system attributes, points included
+        optuna.storages.RetryFailedTrialCallback()(study, through_proxy.get_trial(lost._trial_id))
+    resuming, fresh = study.ask(), study.ask()
+    for store in (table, attrs):
+        assert store.take_over("retries", lost.number, resuming.number) == points
+        assert store.take_over("retries", None, fresh.number) == []
+        assert store.curve("retries", resuming.number) == points
+        assert store.curve("retries", fresh.number) == []
+        assert store.at_rung("retries", 150) == {lost.number: points[1], resuming.number: points[1]}
+
+
 def _training(worker_pid: int) -> list:
     """The worker's descendants that are not its own children: the training process."""
     return [p for p in process_tree(worker_pid)[1:] if p.ppid() != worker_pid]
