@@ -56,9 +56,9 @@ pytestmark = [
 
 # Dead workers are noticed within seconds instead of the default half-minute.
 FAST_HEARTBEAT = ("storage.heartbeat_interval=1", "storage.grace_period=3")
-# A budget that keeps a trial training for some seconds, even beside another test file (-n 2): long enough
-# to interrupt it mid-way,
-# and evaluations from a sixth of it on, so that most of it is left once one has been saved.
+# A budget that keeps a trial training for some seconds, long enough to interrupt it mid-way even beside
+# another test file (-n 2), and evaluations from a sixth of it on, so that most of it is left once one
+# has been saved.
 LONG_TRIAL = ("budget.tokens=300000", "train.evals=6")
 # Every metric a complete trial stores, with the environment it ran in.
 TRIAL_ATTRS = (
@@ -379,7 +379,7 @@ def _assert_resumed(url: str, name: str, lost: FrozenTrial, points: list[EvalEve
     assert retry.user_attrs["seed"] == lost.user_attrs["seed"]  # it trains as the lost trial did
     # it took over at the lost run's last saved evaluation (the kill may have come after a later one)
     assert retry.user_attrs["resumed_at_tokens"] >= points[-1].tokens > 0
-    assert retry.user_attrs["tokens"] >= 150_000  # LONG_TRIAL's budget, in whole steps, all told
+    assert retry.user_attrs["tokens"] >= 300_000  # LONG_TRIAL's budget, in whole steps, all told
     curve = [EvalEvent(**point) for point in retry.user_attrs["curve"]]
     assert curve[: len(points)] == points  # the lost run's points, then the retry's
     assert _saved_points(url, name, retry.number)[: len(points)] == points
