@@ -34,11 +34,44 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 
-class RandomShare(BaseSampler):
+class _Wrapper(BaseSampler):
+    """A sampler that leaves everything to `model`, showing it the study as `_seen` does."""
+
+    def __init__(self, model: BaseSampler) -> None:
+        self.model = model
+
+    def _seen(self, study: Study) -> Study:
+        return study
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.model.infer_relative_search_space(self._seen(study), trial)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self.model.sample_relative(self._seen(study), trial, search_space)
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self.model.sample_independent(self._seen(study), trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self.model.before_trial(study, trial)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
+        self.model.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.model.reseed_rng()
+
+
+class RandomShare(_Wrapper):
     """`model`'s draws, except for about `fraction` of the trials, which are uniform random."""
 
     def __init__(self, model: BaseSampler, fraction: float, seed: int) -> None:
-        self.model, self.fraction, self._seed = model, fraction, seed
+        super().__init__(model)
+        self.fraction, self._seed = fraction, seed
         # Its own stream: TPE's start-up draws come from a RandomSampler with the study seed.
         self._random = RandomSampler(seed=int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
 
@@ -46,84 +79,60 @@ class RandomShare(BaseSampler):
         """Whether this trial is one of the random share."""
         return bool(np.random.default_rng([self._seed, trial.number]).random() < self.fraction)
 
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.model.infer_relative_search_space(study, trial)
-
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        return {} if self.is_random(trial) else self.model.sample_relative(study, trial, search_space)
+        return {} if self.is_random(trial) else super().sample_relative(study, trial, search_space)
 
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
-        sampler = self._random if self.is_random(trial) else self.model
-        return sampler.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self.model.before_trial(study, trial)
-
-    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
-        self.model.after_trial(study, trial, state, values)
+        if self.is_random(trial):
+            return self._random.sample_independent(study, trial, param_name, param_distribution)
+        return super().sample_independent(study, trial, param_name, param_distribution)
 
     def reseed_rng(self) -> None:
-        self.model.reseed_rng()
+        super().reseed_rng()
         self._random.reseed_rng()
 
 
-class _AsObserved(Study):
+class AsObserved(_Wrapper):
+    """`model`, shown each pruned trial as completed with the values it had at its rung."""
+
+    def __init__(self, model: BaseSampler) -> None:
+        super().__init__(model)
+        self._names: list[str] | None = None  # the objectives' names, set when the study was created
+
+    def _seen(self, study: Study) -> Study:
+        self._names = self._names or study.metric_names  # a storage round trip: once
+        return _ObservedStudy(study, self._names)
+
+
+class _ObservedStudy(Study):
     """A study as a sampler sees it with each pruned trial completed at its rung's values.
     It reads through the study's own trial cache, which Optuna renews as trials finish."""
 
-    def __init__(self, study: Study) -> None:
+    def __init__(self, study: Study, names: list[str] | None) -> None:
         self.__dict__.update(study.__dict__)  # no storage round trip: the same study, read differently
-        self._study = study
+        self._study, self._names = study, names
 
     def _get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False
     ) -> list[FrozenTrial]:
         read = None if states is None else {*states, *([TrialState.PRUNED] if TrialState.COMPLETE in states else [])}
-        names = self._study.metric_names
-        seen = [_observed(t, names) for t in self._study._get_trials(deepcopy, read, use_cache)]
+        seen = [_observed(t, self._names) for t in self._study._get_trials(deepcopy, read, use_cache)]
         return [t for t in seen if states is None or t.state in states]
 
 
 def _observed(trial: FrozenTrial, names: list[str] | None) -> FrozenTrial:
+    """A trial pruned at a rung (hpo.objective records its values there) as if it had
+    completed there; any other trial as it is."""
     rung = trial.user_attrs.get("rung")
     if trial.state != TrialState.PRUNED or not rung or not names:
         return trial
     seen = copy.copy(trial)
     seen.state, seen.values = TrialState.COMPLETE, [rung[name] for name in names]
     return seen
-
-
-class AsObserved(BaseSampler):
-    """`model`, shown each pruned trial as completed with the values it had at its rung."""
-
-    def __init__(self, model: BaseSampler) -> None:
-        self.model = model
-
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.model.infer_relative_search_space(_AsObserved(study), trial)
-
-    def sample_relative(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return self.model.sample_relative(_AsObserved(study), trial, search_space)
-
-    def sample_independent(
-        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        return self.model.sample_independent(_AsObserved(study), trial, param_name, param_distribution)
-
-    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self.model.before_trial(study, trial)
-
-    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
-        self.model.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.model.reseed_rng()
 
 
 __all__ = ["AsObserved", "RandomShare"]

@@ -49,7 +49,11 @@ class StudySettings:
 class SamplerConfig:
     """Optuna's samplers, seeded from the study seed. `n_startup_trials` random trials
     come first for TPE and GP, and `random_fraction` of the later ones are random too
-    (hpo.sampling); NSGA-II/III evolve populations of `population_size`."""
+    (hpo.sampling); NSGA-II/III evolve populations of `population_size`.
+    `pruned_trials=observed` shows the sampler each trial that a rung stopped with the
+    values it had there (hpo.sampling); `last`, the default of studies stored before it
+    existed, leaves Optuna's view: every pruned trial worse than every completed one.
+    sampler/tpe.yaml sets `observed`, where it was measured (README, Early stopping)."""
 
     name: SamplerName = "tpe"
     n_startup_trials: int = 5

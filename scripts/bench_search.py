@@ -2,7 +2,9 @@
 
 Arms on the same search space and seeds: random sampling without pruning, TPE without
 pruning, and TPE with MO-ASHA as hpo runs it (a trial on its rung's first front always
-continues; accuracy is judged at a rung by the validation loss). `--arms ...` adds
+continues; accuracy is judged at a rung by the validation loss; TPE sees a stopped trial
+with its values at its rung). `--arms ...` adds `tpe+last`, where TPE ranks every stopped
+trial below every completed one, as Optuna does (`sampler.pruned_trials=last`),
 `tpe+strict`, the paper's strict top-1/eta rule (`pruner.keep_front=false`),
 `tpe+accuracy`, rungs that judge the accuracy itself (`pruner.rung_metric=val_accuracy`),
 as in the paper, or `tpe+pause`, ASHA's promotion type (`pruner.pause=true`: a rung pauses
@@ -74,7 +76,7 @@ ARMS = {  # name -> (overrides, trial multiplier)
     "tpe+accuracy": (["sampler=tpe", *PRUNED, "pruner.rung_metric=val_accuracy"], 3),
     "tpe+pause": (["sampler=tpe", *PRUNED, "pruner.pause=true"], 3),
     "tpe+share": (["sampler=tpe", *PRUNED, "sampler.random_fraction=0.33"], 3),
-    "tpe+observed": (["sampler=tpe", *PRUNED, "sampler.pruned_trials=observed"], 3),
+    "tpe+last": (["sampler=tpe", *PRUNED, "sampler.pruned_trials=last"], 3),
 }
 DEFAULT_ARMS = ["random", "tpe", "tpe+moasha"]
 SPACES = {  # name -> overrides that set the searched space

@@ -127,6 +127,7 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("seed-negative", ["config", "study.seed=-1"], "study.seed=-1 must be in [0, 2**32)"),
     ("random-share-all", ["config", "sampler.random_fraction=1"], "sampler.random_fraction=1.0 must be in [0, 1)"),
     ("random-share-of-random", ["config", "sampler=random", "sampler.random_fraction=0.3"], "add sampler=tpe"),
+    ("pruned-view-unknown", ["config", "sampler.pruned_trials=hidden"], "use one of last, observed"),
     ("pause-stateless", ["config", "pruner=moasha", "pruner.pause=true", "storage.save_states=false"], "leave storage"),
     ("resume-missing", ["train", "experiment=smoke", "train.resume_from={state}"], "state.pt' does not exist"),
     ("resume-not-a-state", ["train", "experiment=smoke", "train.resume_from={latin1}"], "not an hpo run state"),

@@ -1,5 +1,6 @@
-"""The random share of a model-based sampler, on real Optuna studies with a toy objective:
-the point is which configurations the sampler proposes, not training."""
+"""The random share of a model-based sampler and its view of pruned trials, on real Optuna
+studies with a toy objective: the point is which configurations the sampler proposes, not
+training."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from hpo.config import compose, hpo_config
 from hpo.errors import HpoError
-from hpo.sampling import RandomShare
+from hpo.sampling import AsObserved, RandomShare
 from hpo.study import build_sampler
 
 CHOICES = ["a", "b", "c", "d"]
@@ -24,9 +25,11 @@ def _search(fraction: float, seed: int = 0, n_trials: int = 80) -> tuple[optuna.
     return study, sampler if isinstance(sampler, RandomShare) else None
 
 
-def test_no_share_is_the_plain_sampler() -> None:
+def test_tpe_sees_pruned_trials_as_observed_and_draws_no_random_share_by_default() -> None:
     sampler = build_sampler(hpo_config(compose(["sampler=tpe"])).sampler, 0)
-    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert isinstance(sampler, AsObserved) and isinstance(sampler.model, optuna.samplers.TPESampler)
+    plain = build_sampler(hpo_config(compose(["sampler=tpe", "sampler.pruned_trials=last"])).sampler, 0)
+    assert isinstance(plain, optuna.samplers.TPESampler)
 
 
 @pytest.mark.parametrize("name", ["tpe", "gp", "nsga2", "random"])
