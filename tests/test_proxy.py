@@ -185,7 +185,7 @@ def test_a_retry_shows_the_lost_runs_points_only_when_it_resumes_that_run(storag
             store.record("retries", lost.number, event)
     study.tell(lost, state=TrialState.FAIL)
     for _ in range(2):  # Optuna's retry copies the lost trial's system attributes, points included
-        optuna.storages.RetryFailedTrialCallback()(study, through_proxy.get_trial(lost._trial_id))
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, through_proxy.get_trial(lost._trial_id))
     resuming, fresh = study.ask(), study.ask()
     for store in (table, attrs):
         assert store.take_over("retries", lost.number, resuming.number) == points
@@ -210,9 +210,10 @@ def test_killed_worker_behind_the_proxy_is_retried_and_frees_its_devices(
     victim = _start_worker(name, proxy, leases)
     tree: list = []
     try:
-        running: FrozenTrial = wait_for(
-            lambda: victim.poll() is None and running_trial(storage_url, name), timeout=300, what="a trial training"
+        running = wait_for(
+            lambda: victim.poll() is not None or running_trial(storage_url, name), timeout=300, what="a trial training"
         )
+        assert isinstance(running, FrozenTrial), f"the worker exited {victim.returncode}: {victim.communicate()}"
         wait_for(lambda: _training(victim.pid), timeout=60, what="the training process")
         tree = process_tree(victim.pid)
         held = FileLeases(leases).held()
