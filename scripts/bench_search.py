@@ -37,10 +37,11 @@ A study needs enough trials for successive halving to pay: the first trials of a
 meet empty rungs and run to the end. With 16 trials per search even a pruner that knew
 every trial's final values at its rungs would need 0.56 to 0.64 of the tokens; with 32,
 0.41 to 0.50 (`replay_pruning.py --oracle` on kept runs). Hence 32 trials per study
-without pruning by default, and 4 seeds: runs of 3 or 4 seeds measured anywhere from
-0.37 to 0.84 where 34 seeds pooled measured 0.57.
+without pruning by default, and 4 seeds: with Optuna's view of pruned trials (`tpe+last`),
+runs of 3 or 4 seeds measured anywhere from 0.37 to 0.84 where 34 seeds pooled measured
+0.57 (README, Early stopping).
 
-    python scripts/bench_search.py                  # 4 seeds, ~17 minutes on 2 cores
+    python scripts/bench_search.py                  # 4 seeds, ~20 minutes on 2 cores
     python scripts/bench_search.py --keep search.db # then: hpo dashboard --storage sqlite:///search.db
     python scripts/bench_search.py --first-seed 4 --keep more.db
     python scripts/bench_search.py --analyze search.db more.db   # both runs' 8 seeds in one report
