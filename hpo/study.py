@@ -42,8 +42,8 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 
 
 def build_sampler(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
-    """The configured Optuna sampler, with its random share if any (hpo.sampling).
-    Constraints come from `trial.set_constraint`."""
+    """The configured Optuna sampler, with its view of pruned trials and its random share
+    if so configured (hpo.sampling). Constraints come from `trial.set_constraint`."""
     seed %= 2**32  # NumPy's limit, which the offsets of continued studies and joining workers can pass
     sampler = _optuna_sampler(config, seed)
     if config.pruned_trials == "observed":
