@@ -1,7 +1,7 @@
 """Benchmark data-parallel scaling: tokens/s of one shape on 1 and 2 devices, in one run.
 
 CPU: each rank is a process pinned to its own core with one thread, launched exactly as a
-study launches trials (`hpo.launch.run_isolated` with leased `device_ids` [0], then
+study launches trials (`hpo.trainer.launch.run_isolated` with leased `device_ids` [0], then
 [0, 1]; gloo all-reduce). Reported beside them, in the same run:
 
 - a single process with 2 threads, unpinned: the alternative use of the same two cores;
@@ -10,7 +10,7 @@ study launches trials (`hpo.launch.run_isolated` with leased `device_ids` [0], t
 - scaling efficiency = tokens/s(2) / (2 x tokens/s(1)).
 
 With CUDA, the same shape on 1, 2, 4 and 8 GPUs (as many as exist), one rank per GPU
-over NCCL, bf16 autocast, MFU against the vendor's dense bf16 peak (hpo.hardware).
+over NCCL, bf16 autocast, MFU against the vendor's dense bf16 peak (hpo.trainer.hardware).
 The global batch is fixed (`batch_size` is split across devices, as in a study), so this
 is strong scaling: more devices, the same optimization.
 
@@ -33,9 +33,10 @@ from dataclasses import dataclass
 
 import torch
 
-from hpo import hardware
-from hpo.launch import run_isolated
-from hpo.trainspec import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig, TrialResult
+from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig
+from hpo.record.outcome import TrialResult
+from hpo.trainer import hardware
+from hpo.trainer.launch import run_isolated
 
 SHAPE = (4, 4, 128, 128, 32)  # n_layer, n_head, n_embd, block_size, global batch
 

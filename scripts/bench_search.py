@@ -26,7 +26,7 @@ varies tenfold, so the fastest trial's run-to-run timing noise would decide the 
 The goal: TPE with MO-ASHA reaches the final hypervolume of TPE without pruning with at
 most half of TPE's tokens, on the hypervolume-against-tokens curves averaged over the
 seeds. Each seed's own fraction is printed too; one seed alone is noisy, since a trial's
-throughput still varies by a few percent between identical runs on a 2-core host (README,
+throughput still varies by a few percent between identical runs on a 2-core host (docs/early-stopping.md,
 Throughput), TPE's early draws steer the rest of its search, and its last trial or two
 can move its final front. How far the seeds are from settling it shows in the
 interval printed below the mean: the same mean over resamples of the seeds (bootstrap,
@@ -39,7 +39,7 @@ every trial's final values at its rungs would need 0.56 to 0.64 of the tokens; w
 0.41 to 0.50 (`replay_pruning.py --oracle` on kept runs). Hence 32 trials per study
 without pruning by default, and 4 seeds: with Optuna's view of pruned trials (`tpe+last`),
 runs of 3 or 4 seeds measured anywhere from 0.37 to 0.84 where 34 seeds pooled measured
-0.57 (README, Early stopping).
+0.57 (docs/early-stopping.md).
 
     python scripts/bench_search.py                  # 4 seeds, ~20 minutes on 2 cores
     python scripts/bench_search.py --keep search.db # then: hpo dashboard --storage sqlite:///search.db
@@ -64,9 +64,9 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.frontier import feasible_complete, hypervolume
-from hpo.pruning import PrunerConfig
-from hpo.results import tokens_trained
+from hpo.browse.results import tokens_trained
+from hpo.config.search import PrunerConfig
+from hpo.search.pareto import feasible_complete, hypervolume
 
 PRUNED = ["pruner=moasha", "pruner.min_trials=2"]  # hpo's default rungs
 ARMS = {  # name -> (overrides, trial multiplier)

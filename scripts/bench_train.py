@@ -1,9 +1,9 @@
 """Benchmark the trainer's throughput against the machine's own references, in one run.
 
-For each shape it measures tokens/s, achieved GFLOP/s and MFU of `hpo.train.train`, and
+For each shape it measures tokens/s, achieved GFLOP/s and MFU of `hpo.trainer.loop.train`, and
 of a plain nanoGPT-style loop (same model class, same optimizer, no bookkeeping) as the
 reference for "the trial loop's overhead is ours to remove"; both rates are at the
-lower-quartile step time, as hpo measures throughput (hpo.train). MFU is against an fp32
+lower-quartile step time, as hpo measures throughput (hpo.trainer.loop). MFU is against an fp32
 matmul peak measured in this same run, before and after, since these machines are noisy.
 
 Then `--repeats` identical runs of the first shape show how far apart identical runs
@@ -23,11 +23,11 @@ from dataclasses import replace
 
 import torch
 
-from hpo.data import Dataset, load_dataset
-from hpo.hardware import measure_matmul_flops
-from hpo.model import GPT
-from hpo.train import build_optimizer, step_rate, train
-from hpo.trainspec import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig
+from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig
+from hpo.trainer.data import Dataset, load_dataset
+from hpo.trainer.hardware import measure_matmul_flops
+from hpo.trainer.loop import build_optimizer, step_rate, train
+from hpo.trainer.model import GPT
 
 SHAPES = [  # (n_layer, n_head, n_embd, block_size, batch_size)
     (2, 2, 64, 64, 32),

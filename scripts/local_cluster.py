@@ -21,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from hpo.localpg import find_pg_bindir, start_server, stop_server
+# The throwaway PostgreSQL server of the tests (tests/localpg.py): test tooling, not part of hpo.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from localpg import find_pg_bindir, start_server, stop_server
 
 STATE = "cluster.json"
 

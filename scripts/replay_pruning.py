@@ -7,7 +7,7 @@ pools the completed trials of finished studies that ran without pruning, whose w
 learning curves are in the database, and draws from them at random, with replacement:
 once as a search without pruning (`--trials` draws, each at its full cost), once under
 MO-ASHA (`--factor` times as many draws, each stopped or kept at the rungs by
-`hpo.pruning.keeps` on its stored values there, costing the tokens it reached). Over
+`hpo.search.pruning.keeps` on its stored values there, costing the tokens it reached). Over
 `--replays` such pairs, the two hypervolume-against-tokens curves are averaged and
 compared as bench_search compares its arms. Both arms draw from the same pool, so only
 the pruner differs; 200 replays take about a minute.
@@ -51,13 +51,13 @@ import optuna
 from bench_search import Curve, fraction, interval, on_grid, share
 from optuna.trial import FrozenTrial
 
-from hpo.curves import CurveStore
 from hpo.errors import HpoError
-from hpo.frontier import feasible_complete, hypervolume
-from hpo.proxy import is_grpc
-from hpo.pruning import PrunerConfig, RungMetric, keeps, ranking
-from hpo.storage import open_storage
-from hpo.trainspec import EvalEvent
+from hpo.record.outcome import EvalEvent
+from hpo.search.pareto import feasible_complete, hypervolume
+from hpo.search.pruning import PrunerConfig, RungMetric, keeps, ranking
+from hpo.store.curves import CurveStore
+from hpo.store.grpc import is_grpc
+from hpo.store.storage import open_storage
 
 GRID_POINTS = 2001  # token counts the averaged curves are compared at
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's

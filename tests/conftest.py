@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from localpg import PG_PASSWORD, PG_PASSWORD_USER, PostgresServer, find_pg_bindir, start_server, stop_server
 
-from hpo.data import Dataset, load_dataset
-from hpo.localpg import PG_PASSWORD, PG_PASSWORD_USER, PostgresServer, find_pg_bindir, start_server, stop_server
-from hpo.trainspec import DataConfig
+from hpo.config.training import DataConfig
+from hpo.trainer.data import Dataset, load_dataset
 
 
 def _in_ci() -> bool:
@@ -73,7 +73,7 @@ def builtin() -> Dataset:
 
 
 # --------------------------------------------------------------------------------------------------
-# PostgreSQL: a throwaway server for the session (hpo.localpg)
+# PostgreSQL: a throwaway server for the session (tests/localpg.py)
 
 
 @pytest.fixture(scope="session")

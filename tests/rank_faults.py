@@ -1,4 +1,4 @@
-"""Rank functions that fail on purpose, passed to `hpo.launch.run_isolated` as `train_fn`.
+"""Rank functions that fail on purpose, passed to `hpo.trainer.launch.run_isolated` as `train_fn`.
 
 They live in a module of their own (not in a test file) so that the launcher's children,
 which receive the function pickled by reference, import only this small module. Each has
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from hpo.trainspec import EvalEvent, OnEval, TrainConfig, TrialResult
+from hpo.config.training import TrainConfig
+from hpo.record.outcome import EvalEvent, OnEval, TrialResult
 
 FOREVER_S = 3600.0
 

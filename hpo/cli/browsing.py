@@ -1,0 +1,119 @@
+"""`hpo studies | show | export | dashboard | report | proxy`: look at stored studies, or serve them.
+
+None of these trains, so none imports torch (the import-linter contract in pyproject.toml
+says so): they answer at the speed of Optuna and the database, and a proxy or a dashboard
+server stays small. What only one command draws with (matplotlib, plotly) is imported by
+that command alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+
+from hpo.browse import dashboard
+from hpo.browse.results import export, show_text, studies_table
+from hpo.cli.parsing import STORAGE_HELP
+from hpo.errors import HpoError
+from hpo.store import grpc
+from hpo.store.storage import DATABASE_URLS, open_storage, redact, resolve_url
+from hpo.study.lifecycle import find_study
+
+
+def cmd_dashboard(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    parser.add_argument(
+        "--host",
+        default=dashboard.DEFAULT_HOST,
+        help=f"address to listen on (default {dashboard.DEFAULT_HOST}: this machine only)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=dashboard.DEFAULT_PORT, help=f"port to listen on (default {dashboard.DEFAULT_PORT})"
+    )
+    args = parser.parse_intermixed_args(argv)
+    dashboard.serve(resolve_url(args.storage), args.host, args.port)
+    return 0
+
+
+def cmd_report(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    from hpo.browse.report import write_report  # matplotlib: only where a report is drawn
+    from hpo.store.curves import open_curves
+
+    parser.add_argument("name", help="study name")
+    parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and its PNG images")
+    args = parser.parse_intermixed_args(argv)
+    url = resolve_url(args.storage)
+    storage = open_storage(url, must_exist=True)
+    study = find_study(args.name, storage, url)
+    report = write_report(study, open_curves(storage).curves(args.name), Path(args.out))
+    print(f"report of {args.name}: {report.index}")
+    for image in report.images:
+        print(f"  {image}")
+    return 0
+
+
+def cmd_studies(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    args = parser.parse_intermixed_args(argv)
+    print(studies_table(open_storage(resolve_url(args.storage), must_exist=True)))
+    return 0
+
+
+def _named_study(argv: Sequence[str], parser: argparse.ArgumentParser) -> tuple[optuna.Study, argparse.Namespace]:
+    parser.add_argument("name", help="study name")
+    parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    args = parser.parse_intermixed_args(argv)
+    url = resolve_url(args.storage)
+    return find_study(args.name, open_storage(url, must_exist=True), url), args
+
+
+def cmd_show(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    study, _ = _named_study(argv, parser)
+    print(show_text(study))
+    return 0
+
+
+def cmd_export(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    parser.add_argument("--format", required=True, choices=("csv", "json"))
+    parser.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    study, args = _named_study(argv, parser)
+    text = export(study, args.format)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_proxy(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    from hpo.browse import proxy  # plotly, for the figures it draws: only where a proxy runs
+
+    parser.add_argument(
+        "--storage", metavar="URL", help="database URL to serve (default: $HPO_STORAGE, sqlite:///hpo.db)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=proxy.DEFAULT_PORT, help=f"port (default {proxy.DEFAULT_PORT})")
+    parser.add_argument(
+        "--figures-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="redraw the dashboard figures of proxied studies this often (default 10; 0: never)",
+    )
+    args = parser.parse_intermixed_args(argv)
+    if args.figures_every < 0:
+        raise HpoError(f"--figures-every {args.figures_every:g} is negative; give seconds, or 0 to draw no figures")
+    url = resolve_url(args.storage)
+    if grpc.is_grpc(url):
+        raise HpoError(f"--storage {url} is a proxy itself; a proxy serves a database: use {DATABASE_URLS}")
+    # A new database is fine: workers create their studies through the proxy.
+    database = open_storage(url)
+    assert isinstance(database, optuna.storages.RDBStorage)  # not a proxy: checked above
+    proxy.serve(database, redact(url), args.host, args.port, args.figures_every)
+    return 0

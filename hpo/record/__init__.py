@@ -1,0 +1,1 @@
+"""What a run reports and what a trial records: the vocabulary every layer above shares."""

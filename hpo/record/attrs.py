@@ -1,0 +1,174 @@
+"""The attributes hpo writes on Optuna studies and trials, each with one writer and one reader.
+
+Optuna keeps a trial's parameters, state and objective values; everything else that
+makes a study's numbers trustworthy and resumable is an attribute, a JSON value under a
+string key. The keys are named here and nowhere else, and the structured ones (the rung
+a trial stopped at, the paused run a trial continues, the stored config) are read and
+written through typed values, so a reader cannot disagree with the writer.
+
+Stored studies outlive the code that wrote them: a key that hpo gained later takes, in an
+older study, the value that keeps the behaviour the study was made with (`KEYS_ADDED`).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from hpo import __version__
+from hpo.config.settings import TRAIN_KEYS, HpoConfig
+from hpo.config.structured import build
+from hpo.record.outcome import METRICS, EvalEvent, Reason, TrialResult
+
+# --- Study user attributes: what `hpo resume NAME` rebuilds a study from.
+STUDY_CONFIG = "hpo_config"  # the resolved config (`stored_config`)
+DATA_FINGERPRINT = "data_fingerprint"  # hash of the tokens and tokenizer (hpo.trainer.data)
+HPO_VERSION = "hpo_version"  # also a trial attribute: the version that ran the trial
+TARGET = "n_trials"  # trials that must reach an outcome; `hpo resume --n-trials` raises it
+
+# --- Trial user attributes (besides the TrialResult's scalar fields, `RESULT_ATTRS`).
+REASON = "failure_reason"  # a Reason, for a trial that did not complete
+MESSAGE = "failure_message"  # the reason in a sentence
+RUNG = "rung"  # RungRecord: where a rung stopped or paused the trial, and what it showed there
+CONTINUES = "continues"  # Continuation: the paused run this trial resumes (hpo.search.promotion)
+SEED = "seed"
+CONFIG = "config"  # the trial's resolved TrainConfig
+DEVICES = "devices"  # the device ids it leased
+HOST = "host"
+OPTUNA_VERSION = "optuna_version"
+CURVE = "curve"  # the learning curve of a completed trial (others: hpo.store.curves)
+# The TrialResult fields stored one attribute each (the dashboard lists them), in METRICS order.
+RESULT_ATTRS: tuple[str, ...] = (
+    *(metric.name for metric in METRICS),
+    "device",
+    "device_name",
+    "n_devices",
+    "dtype",
+    "torch_version",
+    "data_fingerprint",
+    "sample",
+)
+
+# --- Trial system attributes: bookkeeping that Optuna copies into a lost trial's retry.
+STATE_FILES = "hpo:state"  # [(trial number, file name), ...] of its training states (hpo.store.states)
+HEARTBEAT = "hpo:heartbeat"  # last beat of a worker behind the gRPC proxy (hpo.store.grpc)
+CURVE_POINT = "hpo:curve:"  # prefix of one learning-curve point each, behind the proxy (hpo.store.curves)
+
+# Keys of the stored config that hpo gained after studies were stored, with the value that
+# an older study resumes with: the behaviour it was made with.
+KEYS_ADDED: dict[str, Any] = {"sampler.pruned_trials": "last"}
+
+
+def stored_config(config: HpoConfig) -> dict[str, Any]:
+    """The config as a study keeps it: the training keys nested under `train`, as every
+    stored study has them (older hpo versions read it back)."""
+    data = config.to_dict()
+    return {"train": {key: data.pop(key) for key in TRAIN_KEYS}, **data}
+
+
+def config_from_stored(stored: Mapping[str, Any]) -> HpoConfig:
+    """The HpoConfig of a stored config, keys added since it was stored included."""
+    data = {key: value for key, value in stored.items() if key != "train"}
+    data.update(stored.get("train", {}))
+    for dotted, value in KEYS_ADDED.items():
+        group, key = dotted.split(".")
+        if group in data and key not in data[group]:
+            data[group] = {**data[group], key: value}
+    return build(HpoConfig, data)
+
+
+def target(study: optuna.Study) -> int:
+    """The study's trial target (0 for a study that hpo did not make)."""
+    return int(study.user_attrs.get(TARGET, 0))
+
+
+@dataclass(frozen=True)
+class RungRecord:
+    """Where a rung stopped or paused a trial, and the learning-curve point it judged."""
+
+    rung_tokens: int
+    event: EvalEvent
+
+    def values(self, names: Sequence[str]) -> list[float]:
+        """The trial's values there, in the order of the study's objective names."""
+        return [getattr(self.event, name) for name in names]
+
+
+def write_rung(trial: optuna.Trial, record: RungRecord) -> None:
+    trial.set_user_attr(RUNG, {"rung_tokens": record.rung_tokens, **asdict(record.event)})
+
+
+def read_rung(trial: FrozenTrial) -> RungRecord | None:
+    data = trial.user_attrs.get(RUNG)
+    if not data:
+        return None
+    fields = dict(data)
+    return RungRecord(int(fields.pop("rung_tokens")), EvalEvent(**fields))
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """The paused trial whose run a promotion resumes: its number, the tokens it had
+    trained (which the promotion does not count again) and its seed."""
+
+    trial: int
+    tokens: int
+    seed: int
+
+    def as_attrs(self) -> dict[str, Any]:
+        """The user attributes of the new trial that continues the run."""
+        return {CONTINUES: asdict(self)}
+
+
+def read_continuation(trial: FrozenTrial) -> Continuation | None:
+    data = trial.user_attrs.get(CONTINUES)
+    return None if data is None else Continuation(int(data["trial"]), int(data["tokens"]), int(data["seed"]))
+
+
+def write_reason(trial: optuna.Trial, reason: Reason, message: str) -> None:
+    trial.set_user_attr(REASON, reason.value)
+    trial.set_user_attr(MESSAGE, message)
+
+
+def read_reason(trial: FrozenTrial) -> str | None:
+    """The trial's failure reason: a Reason's value, or None if it has none."""
+    return trial.user_attrs.get(REASON)
+
+
+def read_message(trial: FrozenTrial) -> str:
+    return str(trial.user_attrs.get(MESSAGE, ""))
+
+
+def write_provenance(trial: optuna.Trial) -> None:
+    """Where and with what the trial ran: written for every trial, feasible or not."""
+    trial.set_user_attr(HOST, platform.node())
+    trial.set_user_attr(HPO_VERSION, __version__)
+    trial.set_user_attr(OPTUNA_VERSION, optuna.__version__)
+
+
+def write_run(trial: optuna.Trial, seed: int, config: dict[str, Any], devices: Sequence[int]) -> None:
+    """What the trial's run is given: its seed, resolved config and leased devices."""
+    trial.set_user_attr(SEED, seed)
+    trial.set_user_attr(CONFIG, config)
+    trial.set_user_attr(DEVICES, list(devices))
+
+
+def write_result(trial: optuna.Trial, result: TrialResult) -> None:
+    for name in RESULT_ATTRS:
+        trial.set_user_attr(name, getattr(result, name))
+    trial.set_user_attr(CURVE, [asdict(event) for event in result.curve])
+
+
+def read_curve(trial: FrozenTrial) -> list[EvalEvent]:
+    """A completed trial's learning curve (empty for the others: hpo.store.curves has theirs)."""
+    return [EvalEvent(**point) for point in trial.user_attrs.get(CURVE, [])]
+
+
+def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of failed trials queued again (their worker died, or Ctrl-C stopped it)."""
+    return {n for t in trials for n in optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t)}

@@ -1,0 +1,302 @@
+"""One trial: sampled parameters -> TrainConfig -> isolated training -> values and records.
+
+The objective knows Optuna and hpo's configs, not torch: training happens in a child
+process (hpo.trainer.launch) and comes back as a TrialResult. Everything needed to trust a
+trial's numbers is stored with it as user attributes: every metric, the resolved
+training config, the learning curve, a text sample and the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.config.settings import HpoConfig
+from hpo.config.training import TrainConfig
+from hpo.errors import HpoError
+from hpo.record import attrs
+from hpo.record.attrs import RungRecord
+from hpo.record.outcome import EvalEvent, Reason
+from hpo.search.promotion import rung_points
+from hpo.search.pruning import keeps, promotable
+from hpo.search.samplers import suggest
+from hpo.store.curves import Curves, open_curves
+from hpo.store.leases import DeviceLeases, FileLeases, Leases, lease_owner
+from hpo.store.optuna_internals import trial_id
+from hpo.store.states import RetryLostTrial, StateFiles, StateFolder, state_folder
+from hpo.store.storage import Storage, sqlite_file
+from hpo.trainer.feasibility import infeasible_reason
+from hpo.trainer.hardware import device_pool
+from hpo.trainer.launch import TrialFailure, run_isolated
+
+CONSTRAINT = "infeasible"
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """A distinct, reproducible seed per trial of a study."""
+    return (study_seed * 1_000_003 + number) % 2**31
+
+
+def run_seed(trial: FrozenTrial, study_seed: int) -> int:
+    """The seed a trial trains with: its own, or that of the run it goes on with (as the
+    retry of a lost trial, or the promotion of a paused one), so that it can resume it."""
+    continuation = attrs.read_continuation(trial)
+    if continuation is not None:
+        return continuation.seed
+    origin = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return trial_seed(study_seed, trial.number if origin is None else origin)
+
+
+def trial_config(config: HpoConfig, params: dict[str, Any], seed: int) -> TrainConfig:
+    """The TrainConfig of one trial; HpoError if the parameters make it invalid."""
+    base = config.training
+    return config.space.apply(replace(base, train=replace(base.train, seed=seed)), params)
+
+
+class _Heartbeat:
+    """Keeps a trial (and its device leases) alive while the parent waits for its ranks."""
+
+    def __init__(self, beat: Callable[[], None], interval: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(beat, interval), daemon=True, name="hpo-heartbeat")
+
+    def _run(self, beat: Callable[[], None], interval: float) -> None:
+        while True:
+            beat()
+            if self._stop.wait(interval):
+                return
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass(frozen=True)
+class TrialStores:
+    """What a trial writes besides Optuna's tables: device leases, learning curves and
+    training states (None: retries start over)."""
+
+    storage: Storage
+    leases: Leases
+    curves: Curves
+    states: StateFolder | None
+
+    @classmethod
+    def open(cls, storage: Storage, config: HpoConfig) -> TrialStores:
+        states = states_of(storage, config)
+        if not isinstance(storage, optuna.storages.RDBStorage):  # a gRPC proxy: no SQL here
+            return cls(storage, FileLeases(), open_curves(storage), states)
+        # A lease outlives a few missed renewals, and expires before the grace period ends, so
+        # the retry of a dead worker's trial finds its devices free.
+        ttl = (config.storage.heartbeat_interval + config.storage.grace_period) / 2
+        return cls(storage, DeviceLeases(storage.engine, ttl=ttl), open_curves(storage), states)
+
+
+def states_of(storage: Storage, config: HpoConfig) -> StateFolder | None:
+    """The folder of the study's trial states; HpoError if pausing trials needs one and there is none."""
+    database = sqlite_file(storage.engine.url) if isinstance(storage, optuna.storages.RDBStorage) else None
+    states = state_folder(config.storage, database)
+    if config.pruner.pause and not isinstance(storage, optuna.storages.RDBStorage):
+        raise HpoError(
+            "pruner.pause=true promotes paused trials under the study's lock, which workers behind a gRPC proxy "
+            "lack; give them the database URL, or leave out pruner.pause"
+        )
+    if config.pruner.pause and states is None:
+        raise HpoError(
+            "pruner.pause=true keeps paused runs' states in storage.states, which is unset for this database; "
+            "name a folder that every worker mounts (storage.states=PATH)"
+        )
+    return states
+
+
+def run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    config: HpoConfig,
+    stores: TrialStores,
+    on_eval: Callable[[EvalEvent], None] | None = None,
+) -> FrozenTrial:
+    """Sample, check, lease devices, train and tell one trial; returns its final record.
+
+    Infeasible configurations are told PRUNED with a violated constraint, so TPE and GP
+    learn to avoid them (Optuna's samplers read constraints of complete and pruned
+    trials only); failures are FAIL with a one-word reason; a pruned trial is PRUNED with
+    the values it had at its rung. Ctrl-C at any point fails the trial with reason
+    `interrupted` (never leaving it RUNNING), queues it again for the next run to resume
+    (as Optuna queues a dead worker's trial) and propagates.
+    """
+    try:
+        return _run_trial(study, trial, config, stores, on_eval)
+    except KeyboardInterrupt:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            stopped = _finish(study, trial, TrialState.FAIL, reason=(Reason.INTERRUPTED, "stopped by Ctrl-C"))
+            # The retry carries the trial's system attributes (its state file) and the run it
+            # continues, if a promotion; the rest of its user attributes describe the stopped
+            # run, the reason above included, and stay with it.
+            blank = copy.copy(stopped)
+            blank.user_attrs = {k: v for k, v in stopped.user_attrs.items() if k == attrs.CONTINUES}
+            RetryLostTrial(config.storage.max_retry, stores.states)(study, blank)
+        raise
+
+
+def _run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    config: HpoConfig,
+    stores: TrialStores,
+    on_eval: Callable[[EvalEvent], None] | None,
+) -> FrozenTrial:
+    params = suggest(config.space, trial)
+    record = stores.storage.get_trial(trial_id(trial))  # its system attributes, which Trial does not show
+    try:
+        train_config = trial_config(config, params, run_seed(record, config.study.seed))
+        reason = infeasible_reason(train_config, config.resources)
+    except HpoError as exc:
+        reason = str(exc)
+    if reason is not None:
+        attrs.write_provenance(trial)
+        trial.set_constraint(CONSTRAINT, 1.0)
+        return _finish(study, trial, TrialState.PRUNED, reason=(Reason.INFEASIBLE, reason))
+    rungs = config.pruner.rungs(train_config.budget.tokens or 0) if config.pruner.name == "moasha" else []
+    train_config = replace(train_config, train=replace(train_config.train, eval_tokens=tuple(rungs)))
+    files = stores.states.claim(stores.storage, record) if stores.states is not None else None
+    train_config, resumed_at = _with_states(train_config, files, stores.curves, study.study_name, trial.number)
+    pool, _ = device_pool(config.resources)
+    owner = lease_owner(study.study_name, trial.number)
+    # A resumed run was judged at the rungs it had passed: the judge starts where it took over.
+    judge = _Judge(study, trial, config, stores.curves, rungs, after_tokens=resumed_at)
+
+    def on_event(event: EvalEvent) -> None:
+        stores.curves.record(study.study_name, trial.number, event)
+        if on_eval is not None:
+            on_eval(event)
+        judge(event)
+
+    def beat() -> None:
+        stores.storage.record_heartbeat(trial_id(trial))
+        stores.leases.renew(owner)
+
+    try:
+        # The heartbeat starts first: waiting for a free device is no reason to look dead.
+        with (
+            _Heartbeat(beat, config.storage.heartbeat_interval),
+            stores.leases.hold(pool, train_config.train.n_devices, owner) as devices,
+        ):
+
+            def describe() -> None:  # written while the ranks train, not before
+                attrs.write_provenance(trial)
+                trial.set_constraint(CONSTRAINT, 0.0)
+                attrs.write_run(trial, train_config.train.seed, train_config.to_dict(), devices)
+
+            result = run_isolated(
+                train_config,
+                on_eval=on_event,
+                timeout=config.study.trial_timeout,
+                device_ids=devices,
+                on_started=describe,
+            )
+    except _Paused as paused:  # its run's state at the rung stays, for a promotion
+        if files is not None:
+            files.discard_resumed()
+        return _finish(study, trial, TrialState.PRUNED, reason=(Reason.PAUSED, str(paused)))
+    except optuna.TrialPruned as pruned:
+        _discard(files)
+        return _finish(study, trial, TrialState.PRUNED, reason=(Reason.PRUNED, str(pruned)))
+    except TrialFailure as failure:
+        _discard(files)
+        return _finish(study, trial, TrialState.FAIL, reason=(failure.reason, failure.message))
+    _discard(files)
+    attrs.write_result(trial, result)
+    values = [getattr(result, name) for name in config.study.objectives]
+    return _finish(study, trial, TrialState.COMPLETE, values=values)
+
+
+def _with_states(
+    config: TrainConfig, files: StateFiles | None, curves: Curves, study: str, number: int
+) -> tuple[TrainConfig, int]:
+    """The run's config with its state files, and the tokens where it takes over the run it
+    resumes (0 for a fresh run). It takes that run's learning curve over too, and a retry
+    that starts over drops the lost run's."""
+    points = curves.take_over(study, files.resumed_trial if files is not None else None, number)
+    if files is None:
+        return config, 0
+    resume = str(files.resume) if files.resume is not None else None
+    config = replace(config, train=replace(config.train, save_state=str(files.save), resume_from=resume))
+    return config, points[-1].tokens if points else 0
+
+
+class _Judge:
+    """Decides, at each evaluation, whether the trial goes on (raises TrialPruned if not)."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        config: HpoConfig,
+        curves: Curves,
+        rungs: list[int],
+        after_tokens: int = 0,
+    ) -> None:
+        self.study, self.trial, self.curves, self.rungs = study, trial, curves, rungs
+        self.pruner, self.objectives = config.pruner, config.study.objectives
+        self.reports = config.pruner.is_optunas  # the study's Optuna pruner judges
+        self.last_tokens = after_tokens
+
+    def __call__(self, event: EvalEvent) -> None:
+        previous, self.last_tokens = self.last_tokens, event.tokens
+        if self.reports:
+            self.trial.report(getattr(event, self.objectives[0]), step=event.tokens)
+            if self.trial.should_prune():
+                message = f"{self.pruner.name} pruner at {event.tokens:,} tokens"
+                self._prune(event.tokens, event, optuna.TrialPruned(message))
+        for rung in self.rungs:
+            if previous < rung <= event.tokens:
+                trials = self.study.get_trials(deepcopy=False)
+                points = rung_points(trials, self.curves, self.study.study_name, rung, self.pruner, self.objectives)
+                pruner, number = self.pruner, self.trial.number
+                judged = " and ".join(pruner.rung_fields(self.objectives))
+                if pruner.pause:
+                    if number not in promotable(points, pruner.eta):
+                        top = len(points) // pruner.eta
+                        message = f"rung {rung:,} tokens: paused, not in the top {top} of {len(points)} by {judged}"
+                        self._prune(rung, event, _Paused(message))
+                elif not keeps(points, number, pruner.eta, pruner.min_trials, pruner.keep_front):
+                    message = f"rung {rung:,} tokens: not in the top 1/{pruner.eta} of {len(points)} by {judged}"
+                    self._prune(rung, event, optuna.TrialPruned(message))
+
+    def _prune(self, rung: int, event: EvalEvent, verdict: optuna.TrialPruned) -> None:
+        attrs.write_rung(self.trial, RungRecord(rung, event))
+        raise verdict
+
+
+class _Paused(optuna.TrialPruned):
+    """A rung's verdict with `pruner.pause`: stopped for now, resumable (hpo.search.promotion)."""
+
+
+def _discard(files: StateFiles | None) -> None:
+    """The trial has ended: no retry will resume it (Ctrl-C and dead workers keep the files)."""
+    if files is not None:
+        files.discard()
+
+
+def _finish(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    state: TrialState,
+    values: list[float] | None = None,
+    reason: tuple[Reason, str] | None = None,
+) -> FrozenTrial:
+    if reason is not None:
+        attrs.write_reason(trial, *reason)
+    return study.tell(trial, values=values, state=state)

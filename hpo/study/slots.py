@@ -1,0 +1,37 @@
+"""Which trials count against a study's target.
+
+The target (`study.n_trials`) counts trials that ran to an outcome. A trial lost to a dead
+worker or to Ctrl-C is retried, and its retry holds its slot; a surplus claim of a worker
+behind the gRPC proxy never ran (hpo.study.worker). Neither counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.record.attrs import read_reason, retried_numbers, target
+from hpo.record.outcome import LOST_REASONS, Reason
+
+
+def slot_takers(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials that hold a slot of the target, or will once they run: all but those lost to a
+    dead worker (their retry holds the slot) or to Ctrl-C, and surplus claims."""
+    retried = retried_numbers(trials)
+    return [t for t in trials if t.number not in retried and read_reason(t) not in LOST_REASONS]
+
+
+def ran(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """All trials but surplus claims: those are bookkeeping of the proxy's workers, and
+    counting them as failures would tell the user that something went wrong."""
+    return [t for t in trials if read_reason(t) != Reason.SURPLUS]
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that took a slot of the target: started, and not lost."""
+    return sum(1 for t in slot_takers(study.get_trials(deepcopy=False)) if t.state != TrialState.WAITING)
+
+
+__all__ = ["counted_trials", "ran", "slot_takers", "target"]

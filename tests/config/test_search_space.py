@@ -1,0 +1,240 @@
+"""The search space: YAML specs parsed into parameters, suggested through Optuna, applied to a
+TrainConfig; every mistake in a spec is an HpoError that names the key."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpo.config.compose import compose, hpo_config, train_config
+from hpo.config.search_space import PARAM_TARGETS, SearchSpace
+from hpo.config.training import TrainConfig
+from hpo.errors import HpoError
+from hpo.search.samplers import suggest
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def ask(space: SearchSpace, seed: int = 0) -> tuple[dict, optuna.trial.FrozenTrial]:
+    """Suggest once from an in-memory study; returns the values and the trial's record."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    trial = study.ask()
+    values = suggest(space, trial)
+    study.tell(trial, 0.0)
+    return values, study.trials[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing and suggesting
+
+
+def test_int_range() -> None:
+    space = SearchSpace.from_dict({"n_layer": {"low": 1, "high": 3}})
+    (param,) = space.params
+    assert (param.name, param.kind, param.low, param.high, param.log) == ("n_layer", "int", 1, 3, False)
+    for seed in range(5):
+        values, frozen = ask(space, seed)
+        assert isinstance(values["n_layer"], int)
+        assert 1 <= values["n_layer"] <= 3
+        assert frozen.distributions["n_layer"] == IntDistribution(1, 3)
+        assert frozen.params == values
+
+
+def test_int_range_with_step() -> None:
+    space = SearchSpace.from_dict({"batch_size": {"low": 16, "high": 64, "step": 16}})
+    for seed in range(5):
+        values, frozen = ask(space, seed)
+        assert values["batch_size"] in (16, 32, 48, 64)
+        assert frozen.distributions["batch_size"] == IntDistribution(16, 64, step=16)
+
+
+def test_log_float_range() -> None:
+    space = SearchSpace.from_dict({"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}})
+    (param,) = space.params
+    assert (param.kind, param.log) == ("float", True)
+    for seed in range(5):
+        values, frozen = ask(space, seed)
+        assert isinstance(values["lr"], float)
+        assert 1.0e-4 <= values["lr"] <= 1.0e-2
+        assert frozen.distributions["lr"] == FloatDistribution(1.0e-4, 1.0e-2, log=True)
+
+
+def test_mixed_int_and_float_bounds_make_a_float_range() -> None:
+    (param,) = SearchSpace.from_dict({"weight_decay": {"low": 0, "high": 0.2}}).params
+    assert param.kind == "float"
+    values, _ = ask(SearchSpace.from_dict({"weight_decay": {"low": 0, "high": 0.2}}))
+    assert 0.0 <= values["weight_decay"] <= 0.2
+
+
+def test_categorical() -> None:
+    space = SearchSpace.from_dict({"n_head": {"choices": [2, 4, 8]}, "pos_encoding": {"choices": ["rope"]}})
+    kinds = {p.name: (p.kind, p.choices) for p in space.params}
+    assert kinds == {"n_head": ("categorical", (2, 4, 8)), "pos_encoding": ("categorical", ("rope",))}
+    values, frozen = ask(space)
+    assert values["n_head"] in (2, 4, 8)
+    assert values["pos_encoding"] == "rope"
+    assert frozen.distributions["n_head"] == CategoricalDistribution((2, 4, 8))
+
+
+def test_fixed_values_are_returned_but_not_searched() -> None:
+    space = SearchSpace.from_dict({"n_devices": 1, "block_size": 64, "n_layer": {"low": 1, "high": 2}})
+    fixed = {p.name: p.value for p in space.params if p.kind == "fixed"}
+    assert fixed == {"n_devices": 1, "block_size": 64}
+    values, frozen = ask(space)
+    assert values["n_devices"] == 1 and values["block_size"] == 64
+    assert set(frozen.params) == {"n_layer"}  # only searched parameters are Optuna parameters
+
+
+def test_every_name_maps_to_a_config_key() -> None:
+    base = TrainConfig().to_dict()
+    for name, target in PARAM_TARGETS.items():
+        section, key = target.split(".")
+        assert key in base[section], name
+
+
+def test_the_built_in_search_spaces_parse() -> None:
+    for group in ("search_space=default", "search_space=wide", "experiment=smoke", "experiment=cpu_20min"):
+        config = hpo_config(compose([group]))
+        assert any(p.kind != "fixed" for p in config.space.params)
+
+
+# --------------------------------------------------------------------------------------------------
+# Applying values to a TrainConfig
+
+
+@pytest.fixture(scope="module")
+def base() -> TrainConfig:
+    return train_config(compose(["experiment=smoke"]))
+
+
+def test_head_dim_derives_the_width(base: TrainConfig) -> None:
+    space = SearchSpace.from_dict({"n_head": {"choices": [2, 4]}, "head_dim": {"choices": [16, 32]}})
+    config = space.apply(base, {"n_head": 4, "head_dim": 16})
+    assert (config.model.n_head, config.model.n_embd) == (4, 64)
+    config = space.apply(base, {"n_head": 2, "head_dim": 32})
+    assert (config.model.n_head, config.model.n_embd) == (2, 64)
+    config = space.apply(base, {"n_head": 4, "head_dim": 32})
+    assert config.model.n_embd == 128
+
+
+def test_head_dim_alone_uses_the_base_head_count(base: TrainConfig) -> None:
+    space = SearchSpace.from_dict({"head_dim": {"choices": [8, 24]}})
+    config = space.apply(base, {"head_dim": 24})
+    assert config.model.n_embd == base.model.n_head * 24
+
+
+def test_every_suggested_shape_is_valid(base: TrainConfig) -> None:
+    space = hpo_config(compose(["search_space=wide"])).space
+    for seed in range(20):
+        values, _ = ask(space, seed)
+        config = space.apply(base, values)
+        assert config.model.n_embd == values["n_head"] * values["head_dim"]
+        assert config.model.n_embd % config.model.n_head == 0
+
+
+def test_apply_sets_each_target(base: TrainConfig) -> None:
+    space = SearchSpace.from_dict({"lr": {"low": 1e-4, "high": 1e-2}})
+    values = {
+        "n_layer": 3,
+        "lr": 0.005,
+        "batch_size": 48,
+        "optimizer": "sgd",
+        "pos_encoding": "rope",
+        "n_devices": 2,
+        "dropout": 0.1,
+    }
+    config = space.apply(base, values)
+    assert config.model.n_layer == 3
+    assert config.optim.lr == 0.005
+    assert config.train.batch_size == 48
+    assert config.optim.name == "sgd"
+    assert config.model.pos_encoding == "rope"
+    assert config.train.n_devices == 2
+    assert config.model.dropout == 0.1
+    assert base.optim.lr != 0.005  # the base is left alone
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"lr": "fast"}, "optim.lr"),
+        ({"batch_size": 2.5}, "train.batch_size"),
+        ({"n_layer": 0}, "model.n_layer"),
+        ({"optimizer": "lion"}, "optim.name"),
+        ({"bias": "yes"}, "model.bias"),
+        ({"lr": -1.0}, "optim.lr"),
+    ],
+)
+def test_apply_revalidates(base: TrainConfig, values: dict, fragment: str) -> None:
+    space = SearchSpace.from_dict({"lr": {"low": 1e-4, "high": 1e-2}})
+    with pytest.raises(HpoError, match=fragment.replace(".", r"\.")):
+        space.apply(base, values)
+
+
+# --------------------------------------------------------------------------------------------------
+# Mistakes in a spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"lr": {"low": 0.01, "high": 0.01}}, "empty or inverted range"),
+        ({"lr": {"low": 0.01, "high": 0.001}}, "empty or inverted range"),
+        ({"n_layer": {"low": 4, "high": 1}}, "empty or inverted range"),
+        ({"n_head": {"choices": []}}, "choices is empty"),
+        ({"n_head": {"choices": None}}, "choices is empty"),
+        ({"lr": {"low": 0.0, "high": 0.1, "log": True}}, "low=0.0 must be positive"),
+        ({"lr": {"low": -1.0, "high": 0.1, "log": True}}, "must be positive"),
+        ({"n_layers": {"low": 1, "high": 2}}, "search_space.n_layers is not a known parameter"),
+        ({"n_layer": {"low": 1, "high": 2, "scale": "log"}}, "unknown field 'scale'"),
+        ({"n_layer": {"low": 1}}, "needs low and high"),
+        ({"n_layer": {"low": "one", "high": 2}}, "must be a finite number"),
+        ({"lr": {"low": 1e-4, "high": math.inf}}, "must be a finite number"),
+        ({"n_layer": {"low": True, "high": 2}}, "must be a finite number"),
+        ({"lr": {"low": 1e-4, "high": 1e-2, "log": True, "step": 1e-4}}, "both log and step"),
+        (
+            {"n_head": {"choices": [2, 4]}, "head_dim": 16, "n_embd": 64},
+            "both head_dim and n_embd",
+        ),
+        ({"n_layer": 2, "lr": 0.001}, "no searched parameter"),
+        ({}, "no searched parameter"),
+    ],
+)
+def test_bad_specs(spec: dict, fragment: str) -> None:
+    with pytest.raises(HpoError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        SearchSpace.from_dict(spec)
+
+
+def test_a_baseline_must_be_a_point_of_the_space() -> None:
+    space = SearchSpace.from_dict(
+        {
+            "n_layer": {"low": 1, "high": 3},
+            "n_head": {"choices": [2, 4]},
+            "lr": {"low": 1e-4, "high": 1e-2},
+            "n_devices": 1,
+        }
+    )
+    space.check_point({"n_layer": 2, "n_head": 4, "lr": 1e-3, "n_devices": 1}, "b")
+    space.check_point({}, "b")
+    for values, fragment in (
+        ({"depth": 2}, "b.depth is not in the search space"),
+        ({"n_layer": 4}, "b.n_layer=4 is outside"),
+        ({"n_head": 3}, "b.n_head=3 is outside"),
+        ({"lr": "fast"}, "b.lr='fast' is outside"),
+        ({"n_devices": 2}, "b.n_devices=2 is outside"),
+    ):
+        with pytest.raises(HpoError, match=re.escape(fragment)):
+            space.check_point(values, "b")
+    with pytest.raises(HpoError, match=re.escape("study.baselines[0].n_head=3 is outside")):
+        hpo_config(compose(["experiment=smoke", "study.baselines=[{n_head: 3}]"]))
+
+
+def test_bad_spec_in_a_composed_config_is_refused_before_any_study() -> None:
+    with pytest.raises(HpoError, match=r"search_space\.lr has an empty or inverted range"):
+        hpo_config(compose(["search_space.lr={low: 0.1, high: 0.01}"]))
+    with pytest.raises(HpoError, match="not a known parameter"):
+        hpo_config(compose(["+search_space.depth={low: 1, high: 2}"]))

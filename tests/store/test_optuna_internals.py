@@ -1,0 +1,45 @@
+"""hpo's uses of Optuna's private API (hpo.store.optuna_internals), checked against the
+installed Optuna: a 5.x release that renames or reshapes one fails here, by name."""
+
+from __future__ import annotations
+
+import inspect
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.store.optuna_internals import BaseHeartbeat, StudyView, finished_trial, read_trials, study_storage, trial_id
+
+
+def test_the_heartbeat_protocol_has_the_methods_hpo_implements() -> None:
+    assert BaseHeartbeat.__abstractmethods__ == {
+        "record_heartbeat",
+        "_get_stale_trial_ids",
+        "get_heartbeat_interval",
+        "get_heartbeat_stale_trial_callback",
+    }
+    assert isinstance(optuna.storages.RDBStorage("sqlite://"), BaseHeartbeat)
+
+
+def test_trial_ids_and_the_study_storage() -> None:
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    assert study_storage(study) is storage
+    assert storage.get_trial(trial_id(trial)).number == trial.number
+    study.tell(trial, 1.0)
+    frozen = study.trials[0]
+    assert trial_id(frozen) == trial_id(trial)
+    assert finished_trial(study, frozen).study is study  # what optuna_dashboard.save_note reads
+
+
+def test_samplers_read_trials_through_the_method_a_study_view_overrides() -> None:
+    assert list(inspect.signature(optuna.Study._get_trials).parameters) == ["self", "deepcopy", "states", "use_cache"]
+    source = inspect.getsource(optuna.samplers.TPESampler)
+    assert "study._get_trials(" in source  # TPE sees what StudyView shows it
+    study = optuna.create_study()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    assert len(read_trials(study, False, (TrialState.COMPLETE,), False)) == 3
+    view = StudyView(study, lambda s, deepcopy, states, use_cache: read_trials(s, deepcopy, states, use_cache)[:1])
+    assert [t.number for t in view.get_trials()] == [0]
+    assert view.study_name == study.study_name
