@@ -20,7 +20,19 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.browse.figures import study_figures
 from hpo.browse.results import objective_names
 from hpo.browse.tables import format_value
-from hpo.record.attrs import CONFIG, CURVE, read_continuation, read_message, read_reason, read_rung
+from hpo.record.attrs import (
+    CONFIG,
+    CURVE,
+    DEVICES,
+    HOST,
+    HPO_VERSION,
+    OPTUNA_VERSION,
+    SEED,
+    read_continuation,
+    read_message,
+    read_reason,
+    read_rung,
+)
 from hpo.record.outcome import EvalEvent, Reason, shown_metrics
 from hpo.store.curves import Curves
 from hpo.store.optuna_internals import finished_trial
@@ -69,12 +81,12 @@ def _devices(attrs: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
     text = f"{n} x {name}" if name else f"{n} device{'s' if n != 1 else ''}"
     if kind:
         text += f" ({kind})"
-    if attrs.get("devices") is not None:
-        text += f", device ids {', '.join(map(str, attrs['devices']))}"
+    if attrs.get(DEVICES) is not None:
+        text += f", device ids {', '.join(map(str, attrs[DEVICES]))}"
     else:
         text += " requested, none leased"
-    if attrs.get("host"):
-        text += f", host {attrs['host']}"
+    if attrs.get(HOST):
+        text += f", host {attrs[HOST]}"
     return text
 
 
@@ -163,7 +175,7 @@ def trial_note(trial: FrozenTrial, objective_names: Sequence[str], curve: Sequen
         ]
     if attrs.get("sample"):
         parts += ["### Text sample", _code_block(str(attrs["sample"]))]
-    provenance = [f"{k} {attrs[k]}" for k in ("hpo_version", "torch_version", "optuna_version", "seed") if k in attrs]
+    provenance = [f"{k} {attrs[k]}" for k in (HPO_VERSION, "torch_version", OPTUNA_VERSION, SEED) if k in attrs]
     if provenance:
         parts.append("*" + " · ".join(p.replace("_version", "") for p in provenance) + "*")
     return "\n\n".join(parts) + "\n"

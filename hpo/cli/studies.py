@@ -88,7 +88,12 @@ def _work(
     progress = _Progress(study, args.quiet)
     try:
         with Publisher(study, storage) as publish:
-            run_worker(study, storage, config, timeout=args.timeout, on_trial=lambda t: (publish(t), progress(t)))
+
+            def on_trial(trial: FrozenTrial) -> None:
+                publish(trial)
+                progress(trial)
+
+            run_worker(study, storage, config, timeout=args.timeout, on_trial=on_trial)
     finally:
         progress.close()
         for helper in helpers:

@@ -158,10 +158,9 @@ class AsObserved(_Wrapper):
     def _read(
         self, study: Study, deepcopy: bool, states: Container[TrialState] | None, use_cache: bool
     ) -> list[FrozenTrial]:
-        """The study's trials, each pruned one completed at its rung: a reader of the
-        completed trials reads the pruned ones too, and sees them completed."""
-        read = None if states is None else {*states, *([TrialState.PRUNED] if TrialState.COMPLETE in states else [])}
-        seen = [_observed(t, self._names) for t in read_trials(study, deepcopy, read, use_cache)]
+        """The study's trials, each pruned one completed at its rung: they are read in every
+        state and filtered as seen, so a reader of the completed trials gets those too."""
+        seen = [_observed(t, self._names) for t in read_trials(study, deepcopy, None, use_cache)]
         return [t for t in seen if states is None or t.state in states]
 
 
