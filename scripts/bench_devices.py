@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig
+from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunSpec, TrainSettings
 from hpo.record.outcome import TrialResult
 from hpo.trainer import hardware
 from hpo.trainer.launch import run_isolated
@@ -51,13 +51,13 @@ class Setup:
     batch_size: int
 
 
-def config_for(setup: Setup, steps: int, warmup: int) -> TrainConfig:
+def config_for(setup: Setup, steps: int, warmup: int) -> RunSpec:
     n_layer, n_head, n_embd, block, _ = SHAPE
-    return TrainConfig(
+    return RunSpec(
         model=GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block),
         data=DataConfig(val_tokens=2048),
         optim=OptimConfig(lr=1e-3, warmup_frac=0.0),
-        train=RunConfig(
+        train=TrainSettings(
             batch_size=setup.batch_size,
             n_devices=setup.n_devices,
             device=setup.device,

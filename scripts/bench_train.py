@@ -23,7 +23,7 @@ from dataclasses import replace
 
 import torch
 
-from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig
+from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunSpec, TrainSettings
 from hpo.trainer.data import Dataset, load_dataset
 from hpo.trainer.hardware import measure_matmul_flops
 from hpo.trainer.loop import build_optimizer, step_rate, train
@@ -36,7 +36,7 @@ SHAPES = [  # (n_layer, n_head, n_embd, block_size, batch_size)
 ]
 
 
-def plain_loop(config: TrainConfig, dataset: Dataset, steps: int, warmup: int) -> float:
+def plain_loop(config: RunSpec, dataset: Dataset, steps: int, warmup: int) -> float:
     """tokens/s of the simplest correct loop: batch, forward, backward, step."""
     model_config = replace(config.model, vocab_size=dataset.tokenizer.vocab_size)
     torch.manual_seed(0)
@@ -66,7 +66,7 @@ def spread(rates: list[float]) -> str:
     return f"range {(max(rates) - min(rates)) / mean:6.1%}, CV {statistics.stdev(rates) / mean:6.1%}"
 
 
-def agreement(config: TrainConfig, dataset: Dataset, repeats: int, steps: int) -> None:
+def agreement(config: RunSpec, dataset: Dataset, repeats: int, steps: int) -> None:
     """Train `config` `repeats` times and compare how far apart the runs measure."""
     hpo, summed = [], []
     for _ in range(repeats):
@@ -95,10 +95,10 @@ def main() -> None:
     configs = []
     for n_layer, n_head, n_embd, block, batch in SHAPES:
         warmup = 3
-        config = TrainConfig(
+        config = RunSpec(
             model=GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block),
             optim=OptimConfig(lr=1e-3, warmup_frac=0.0),
-            train=RunConfig(
+            train=TrainSettings(
                 batch_size=batch, threads=args.threads, evals=1, timing_warmup_steps=warmup, sample_tokens=0
             ),
             budget=BudgetConfig(steps=args.steps + warmup),
@@ -121,10 +121,10 @@ def main() -> None:
         agreement(configs[0], dataset, args.repeats, args.steps)
 
     if args.accuracy:
-        config = TrainConfig(
+        config = RunSpec(
             model=GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=128),
             optim=OptimConfig(lr=1e-3),
-            train=RunConfig(batch_size=32, threads=args.threads, evals=10, sample_tokens=0),
+            train=TrainSettings(batch_size=32, threads=args.threads, evals=10, sample_tokens=0),
             budget=BudgetConfig(steps=500),
         )
         counts = torch.bincount(torch.from_numpy(dataset.val.astype("int64")))

@@ -51,10 +51,11 @@ import optuna
 from bench_search import Curve, fraction, interval, on_grid, share
 from optuna.trial import FrozenTrial
 
+from hpo.config.search import PrunerConfig, RungMetric
 from hpo.errors import HpoError
 from hpo.record.outcome import EvalEvent
 from hpo.search.pareto import feasible_complete, hypervolume
-from hpo.search.pruning import PrunerConfig, RungMetric, keeps, ranking
+from hpo.search.pruning import keeps, ranking, rung_values
 from hpo.store.curves import CurveStore
 from hpo.store.grpc import is_grpc
 from hpo.store.storage import open_storage
@@ -129,7 +130,7 @@ def with_pruning(pool: Pool, draws: list[int], pruner: PrunerConfig, oracle: boo
         for rung in rungs:
             event = pool.at(i, rung)
             judged = pool.curves[i][-1] if oracle else event
-            seen[rung][k] = (final if oracle else pruner).rung_values(judged, pool.objectives)
+            seen[rung][k] = rung_values(final if oracle else pruner, judged, pool.objectives)
             if not keeps(seen[rung], k, pruner.eta, pruner.min_trials, pruner.keep_front):
                 stopped_at = event.tokens
                 break
@@ -168,7 +169,7 @@ def with_promotion(pool: Pool, draws: list[int], pruner: PrunerConfig) -> Curve:
             front.append(pool.points[i])
         else:
             at_rung = seen[level[k]]
-            at_rung[k] = pruner.rung_values(pool.at(i, levels[level[k]]), pool.objectives)
+            at_rung[k] = rung_values(pruner, pool.at(i, levels[level[k]]), pool.objectives)
             top = ranking(at_rung)[: len(at_rung) // pruner.eta]
             waiting[level[k]] = [j for j in top if level[j] == level[k]]
         out.append((spent, hypervolume(front)))
@@ -204,7 +205,7 @@ def predictions(pool: Pool, rungs: list[int]) -> None:
     for rung in rungs:
         cells = []
         for (j, _), pruner in columns.items():
-            early = [pruner.rung_values(pool.at(i, rung), pool.objectives)[j] for i in range(len(pool.trials))]
+            early = [rung_values(pruner, pool.at(i, rung), pool.objectives)[j] for i in range(len(pool.trials))]
             cells.append(spearman(np.array(early), finals[:, j]))
         print(f"{rung:>8,}" + "".join(f"{cell:>{width}.2f}" for cell in cells))
     print()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from hpo.config.training import TrainConfig
+from hpo.config.training import RunSpec
 from hpo.record.outcome import EvalEvent, OnEval, TrialResult
 
 FOREVER_S = 3600.0
@@ -26,7 +26,7 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
-def _record_pid(config: TrainConfig) -> int:
+def _record_pid(config: RunSpec) -> int:
     rank = _rank()
     if config.train.checkpoint:
         folder = Path(config.train.checkpoint)
@@ -43,7 +43,7 @@ def _wait_for_peers() -> None:
     time.sleep(FOREVER_S)
 
 
-def raise_on_rank_1(config: TrainConfig, on_eval: OnEval | None) -> TrialResult:
+def raise_on_rank_1(config: RunSpec, on_eval: OnEval | None) -> TrialResult:
     """Rank 1 raises; rank 0 waits for it in a barrier."""
     if _record_pid(config) == 1:
         raise RuntimeError("boom on rank 1")
@@ -51,7 +51,7 @@ def raise_on_rank_1(config: TrainConfig, on_eval: OnEval | None) -> TrialResult:
     raise AssertionError("unreachable")
 
 
-def raise_on_rank_1_while_parent_busy(config: TrainConfig, on_eval: OnEval | None) -> TrialResult:
+def raise_on_rank_1_while_parent_busy(config: RunSpec, on_eval: OnEval | None) -> TrialResult:
     """Rank 0 reports an eval event (the parent's on_eval is slow, like a database write)
     and waits in a barrier; meanwhile rank 1 raises, so rank 0's barrier fails too, as a
     consequence. The launcher must report rank 1's error, the cause."""
@@ -64,14 +64,14 @@ def raise_on_rank_1_while_parent_busy(config: TrainConfig, on_eval: OnEval | Non
     raise AssertionError("unreachable")
 
 
-def hang(config: TrainConfig, on_eval: OnEval | None) -> TrialResult:
+def hang(config: RunSpec, on_eval: OnEval | None) -> TrialResult:
     """Every rank sleeps, as a deadlocked or stuck run would."""
     _record_pid(config)
     time.sleep(FOREVER_S)
     raise AssertionError("unreachable")
 
 
-def exit_on_rank_1(config: TrainConfig, on_eval: OnEval | None) -> TrialResult:
+def exit_on_rank_1(config: RunSpec, on_eval: OnEval | None) -> TrialResult:
     """Rank 1 leaves with os._exit(3): no exception, no message, as a native crash would."""
     if _record_pid(config) == 1:
         os._exit(3)
@@ -79,7 +79,7 @@ def exit_on_rank_1(config: TrainConfig, on_eval: OnEval | None) -> TrialResult:
     raise AssertionError("unreachable")
 
 
-def sigkill_on_rank_1(config: TrainConfig, on_eval: OnEval | None) -> TrialResult:
+def sigkill_on_rank_1(config: RunSpec, on_eval: OnEval | None) -> TrialResult:
     """Rank 1 is SIGKILLed, as the kernel's out-of-memory killer would do."""
     if _record_pid(config) == 1:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -82,12 +82,12 @@ def test_the_trainer_trains_without_optuna_hydra_or_sql() -> None:
     result = _without(
         ["optuna", "hydra", "omegaconf", "sqlalchemy"],
         """
-from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, RunConfig, TrainConfig
+from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, TrainSettings, RunSpec
 from hpo.trainer.loop import train
-config = TrainConfig(
+config = RunSpec(
     model=GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32),
     data=DataConfig(val_tokens=256),
-    train=RunConfig(batch_size=8, evals=1, sample_tokens=4, threads=1),
+    train=TrainSettings(batch_size=8, evals=1, sample_tokens=4, threads=1),
     budget=BudgetConfig(tokens=2048),
 )
 result = train(config)

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hpo.config.settings import TRAIN_KEYS, HpoConfig
 from hpo.config.structured import build
-from hpo.config.training import TrainConfig
+from hpo.config.training import RunSpec
 from hpo.errors import HpoError
 
 
@@ -52,9 +52,9 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     return {str(key): value for key, value in data.items()}
 
 
-def train_config(composed: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig part of a composed config, validated alone (no search space)."""
-    return build(TrainConfig, {key: composed[key] for key in TRAIN_KEYS if key in composed})
+def run_spec(composed: dict[str, Any]) -> RunSpec:
+    """The RunSpec part of a composed config, validated alone (no search space)."""
+    return build(RunSpec, {key: composed[key] for key in TRAIN_KEYS if key in composed})
 
 
 def hpo_config(composed: dict[str, Any]) -> HpoConfig:

@@ -1,4 +1,4 @@
-"""The search space: YAML parameter specs, validated, and applied to a TrainConfig.
+"""The search space: YAML parameter specs, validated, and applied to a RunSpec.
 
 A spec is either a fixed value or a distribution:
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from hpo.config.structured import build
-from hpo.config.training import TrainConfig
+from hpo.config.training import RunSpec
 from hpo.errors import HpoError
 
 PARAM_TARGETS: dict[str, str] = {
@@ -126,7 +126,7 @@ class SearchSpace:
             if not ok:
                 raise HpoError(f"{key}.{name}={value!r} is outside search_space.{name}")
 
-    def apply(self, base: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
+    def apply(self, base: RunSpec, values: Mapping[str, Any]) -> RunSpec:
         """`base` with the sampled values, re-validated; HpoError if they make it invalid."""
         merged = base.to_dict()
         for name, value in values.items():
@@ -134,4 +134,4 @@ class SearchSpace:
             if name == "head_dim":
                 value = values.get("n_head", base.model.n_head) * value
             merged[section][key] = value
-        return build(TrainConfig, merged)
+        return build(RunSpec, merged)

@@ -13,11 +13,11 @@ from typing import Any
 
 from hpo.config.search import PrunerConfig, SamplerConfig
 from hpo.config.search_space import SearchSpace
-from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig
+from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunSpec, TrainSettings
 from hpo.errors import HpoError
 
 OBJECTIVES: tuple[str, ...] = ("val_accuracy", "tokens_per_sec")
-# The keys of the TrainConfig part of a composed config.
+# The keys of the RunSpec part of a composed config.
 TRAIN_KEYS: tuple[str, ...] = ("model", "data", "optim", "train", "budget")
 
 
@@ -113,7 +113,7 @@ class HpoConfig:
     model: GPTConfig = field(default_factory=GPTConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    train: RunConfig = field(default_factory=RunConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
     budget: BudgetConfig = field(default_factory=lambda: BudgetConfig(tokens=1_000_000))
     search_space: dict[str, Any] = field(default_factory=dict)
     study: StudySettings = field(default_factory=StudySettings)
@@ -141,9 +141,9 @@ class HpoConfig:
             raise HpoError("pruner.pause=true resumes paused trials from their states; leave storage.save_states on")
 
     @property
-    def training(self) -> TrainConfig:
+    def training(self) -> RunSpec:
         """The training configuration that every trial starts from (the search space changes it)."""
-        return TrainConfig(model=self.model, data=self.data, optim=self.optim, train=self.train, budget=self.budget)
+        return RunSpec(model=self.model, data=self.data, optim=self.optim, train=self.train, budget=self.budget)
 
     @property
     def space(self) -> SearchSpace:

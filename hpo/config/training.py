@@ -1,10 +1,11 @@
-"""What a training run is given and what it reports: plain frozen values, free of torch.
+"""What one training run is given: the model, data, optimizer, train and budget groups.
 
-`hpo.trainer.loop` turns a `TrainConfig` into a `TrialResult`; everything else (configs, the
-search space, studies, stored learning curves, the browsing commands) only builds,
-checks, stores or reads these values. Keeping them here, apart from the model and the
-training loop, lets those modules load without torch, which alone takes about a second
-to import: `hpo studies` and `hpo show` answer at Optuna's speed.
+`RunSpec` holds one of each, keyed as the YAML groups are (`train` is the `train:` group,
+`TrainSettings`). Plain frozen values, free of torch: the trainer (hpo.trainer) turns a
+`RunSpec` into a `TrialResult`, and everything else only builds, checks and stores them,
+so it loads without torch, which alone takes about a second to import. Each dataclass
+validates its own fields in `__post_init__`; its defaults are the ones that the YAML
+groups of `study_configs/` state (tests/config/test_defaults.py checks that they agree).
 """
 
 from __future__ import annotations
@@ -199,8 +200,8 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """How the run is executed: batch, devices, seeds, evaluation and outputs.
+class TrainSettings:
+    """The `train:` group: how the run is executed (batch, devices, seeds, evaluation, outputs).
 
     `batch_size` is the global number of sequences per optimizer step; when it exceeds
     `micro_batch_size` the step accumulates gradients over several micro-batches, so the
@@ -264,13 +265,13 @@ def rung_state(save_state: str, rung: int) -> str:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class RunSpec:
     """Everything one training run needs; a pure value, so a study can store it whole."""
 
     model: GPTConfig = field(default_factory=GPTConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    train: RunConfig = field(default_factory=RunConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
     budget: BudgetConfig = field(default_factory=lambda: BudgetConfig(tokens=1_000_000))
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""One trial: sampled parameters -> TrainConfig -> isolated training -> values and records.
+"""One trial: sampled parameters -> RunSpec -> isolated training -> values and records.
 
 The objective knows Optuna and hpo's configs, not torch: training happens in a child
 process (hpo.trainer.launch) and comes back as a TrialResult. Everything needed to trust a
@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.settings import HpoConfig
-from hpo.config.training import TrainConfig
+from hpo.config.training import RunSpec
 from hpo.errors import HpoError
 from hpo.record import attrs
 from hpo.record.attrs import RungRecord
@@ -54,8 +54,8 @@ def run_seed(trial: FrozenTrial, study_seed: int) -> int:
     return trial_seed(study_seed, trial.number if origin is None else origin)
 
 
-def trial_config(config: HpoConfig, params: dict[str, Any], seed: int) -> TrainConfig:
-    """The TrainConfig of one trial; HpoError if the parameters make it invalid."""
+def trial_spec(config: HpoConfig, params: dict[str, Any], seed: int) -> RunSpec:
+    """The RunSpec of one trial; HpoError if the parameters make it invalid."""
     base = config.training
     return config.space.apply(replace(base, train=replace(base.train, seed=seed)), params)
 
@@ -160,18 +160,18 @@ def _run_trial(
     params = suggest(config.space, trial)
     record = stores.storage.get_trial(trial_id(trial))  # its system attributes, which Trial does not show
     try:
-        train_config = trial_config(config, params, run_seed(record, config.study.seed))
-        reason = infeasible_reason(train_config, config.resources)
+        spec = trial_spec(config, params, run_seed(record, config.study.seed))
+        reason = infeasible_reason(spec, config.resources)
     except HpoError as exc:
         reason = str(exc)
     if reason is not None:
         attrs.write_provenance(trial)
         trial.set_constraint(CONSTRAINT, 1.0)
         return _finish(study, trial, TrialState.PRUNED, reason=(Reason.INFEASIBLE, reason))
-    rungs = config.pruner.rungs(train_config.budget.tokens or 0) if config.pruner.name == "moasha" else []
-    train_config = replace(train_config, train=replace(train_config.train, eval_tokens=tuple(rungs)))
+    rungs = config.pruner.rungs(spec.budget.tokens or 0) if config.pruner.name == "moasha" else []
+    spec = replace(spec, train=replace(spec.train, eval_tokens=tuple(rungs)))
     files = stores.states.claim(stores.storage, record) if stores.states is not None else None
-    train_config, resumed_at = _with_states(train_config, files, stores.curves, study.study_name, trial.number)
+    spec, resumed_at = _with_states(spec, files, stores.curves, study.study_name, trial.number)
     pool, _ = device_pool(config.resources)
     owner = lease_owner(study.study_name, trial.number)
     # A resumed run was judged at the rungs it had passed: the judge starts where it took over.
@@ -191,16 +191,16 @@ def _run_trial(
         # The heartbeat starts first: waiting for a free device is no reason to look dead.
         with (
             _Heartbeat(beat, config.storage.heartbeat_interval),
-            stores.leases.hold(pool, train_config.train.n_devices, owner) as devices,
+            stores.leases.hold(pool, spec.train.n_devices, owner) as devices,
         ):
 
             def describe() -> None:  # written while the ranks train, not before
                 attrs.write_provenance(trial)
                 trial.set_constraint(CONSTRAINT, 0.0)
-                attrs.write_run(trial, train_config.train.seed, train_config.to_dict(), devices)
+                attrs.write_run(trial, spec.train.seed, spec.to_dict(), devices)
 
             result = run_isolated(
-                train_config,
+                spec,
                 on_eval=on_event,
                 timeout=config.study.trial_timeout,
                 device_ids=devices,
@@ -223,8 +223,8 @@ def _run_trial(
 
 
 def _with_states(
-    config: TrainConfig, files: StateFiles | None, curves: Curves, study: str, number: int
-) -> tuple[TrainConfig, int]:
+    config: RunSpec, files: StateFiles | None, curves: Curves, study: str, number: int
+) -> tuple[RunSpec, int]:
     """The run's config with its state files, and the tokens where it takes over the run it
     resumes (0 for a fresh run). It takes that run's learning curve over too, and a retry
     that starts over drops the lost run's."""

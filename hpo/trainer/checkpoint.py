@@ -19,14 +19,14 @@ from typing import Any
 import torch
 
 from hpo.config.structured import build, differences
-from hpo.config.training import TrainConfig, rung_state
+from hpo.config.training import RunSpec, rung_state
 from hpo.errors import HpoError
 from hpo.record.outcome import EvalEvent
 from hpo.trainer.data import Tokenizer
 from hpo.trainer.model import GPT
 
 
-def save_checkpoint(path: str | Path, model: GPT, config: TrainConfig, tokenizer: Tokenizer) -> None:
+def save_checkpoint(path: str | Path, model: GPT, config: RunSpec, tokenizer: Tokenizer) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
@@ -39,7 +39,7 @@ def save_checkpoint(path: str | Path, model: GPT, config: TrainConfig, tokenizer
     )
 
 
-def load_checkpoint(path: str | Path) -> tuple[GPT, TrainConfig, Tokenizer]:
+def load_checkpoint(path: str | Path) -> tuple[GPT, RunSpec, Tokenizer]:
     """The model (on CPU, in eval mode), its training config and its tokenizer."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -49,7 +49,7 @@ def load_checkpoint(path: str | Path) -> tuple[GPT, TrainConfig, Tokenizer]:
         raise HpoError(f"{str(path)!r} is not an hpo checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or not {"model", "config", "tokenizer"} <= state.keys():
         raise HpoError(f"{str(path)!r} is not an hpo checkpoint (it lacks model, config or tokenizer)")
-    config = build(TrainConfig, state["config"])
+    config = build(RunSpec, state["config"])
     model = GPT(config.model)
     try:
         model.load_state_dict(state["model"])
@@ -61,7 +61,7 @@ def load_checkpoint(path: str | Path) -> tuple[GPT, TrainConfig, Tokenizer]:
 
 
 STATE_FORMAT = 2  # 2: the clock keeps every timed step's seconds, which hpo.trainer.loop's throughput reads
-# RunConfig fields that say where and how a run executes, not what it computes: a state
+# TrainSettings fields that say where and how a run executes, not what it computes: a state
 # resumes under other values of these (another device, thread count or output path).
 PLACEMENT = frozenset(
     {"device", "threads", "compile", "timing_warmup_steps", "checkpoint", "sample_tokens", "save_state", "resume_from"}
@@ -73,7 +73,7 @@ class TrainState:
     """A run right after an evaluation: what `train` resumes from. What comes next (the
     next evaluation, the rungs ahead) follows from the config and the clock."""
 
-    config: dict[str, Any]  # the TrainConfig's dict: a state resumes only the run that made it
+    config: dict[str, Any]  # the RunSpec's dict: a state resumes only the run that made it
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     data_rng: torch.Tensor  # the generator that draws every rank's training batches
@@ -86,7 +86,7 @@ class TrainState:
     @classmethod
     def capture(
         cls,
-        config: TrainConfig,
+        config: RunSpec,
         model: GPT,
         optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
@@ -124,7 +124,7 @@ class TrainState:
 _STATE_FIELDS = {f.name for f in fields(TrainState)}
 
 
-def run_identity(config: TrainConfig) -> dict[str, Any]:
+def run_identity(config: RunSpec) -> dict[str, Any]:
     """What a run computes: its config less the fields that only place it (PLACEMENT)."""
     data = config.to_dict()
     data["train"] = {k: v for k, v in data["train"].items() if k not in PLACEMENT}
@@ -149,7 +149,7 @@ def save_state(path: str | Path, state: TrainState, rungs: Sequence[int] = ()) -
         os.replace(partial, rung_state(str(path), rung))
 
 
-def load_state(path: str | Path, config: TrainConfig) -> TrainState:
+def load_state(path: str | Path, config: RunSpec) -> TrainState:
     """The state at `path`, checked to belong to a run of `config` (up to PLACEMENT)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from hpo.config.settings import ResourcesConfig
-from hpo.config.training import TrainConfig
+from hpo.config.training import RunSpec
 from hpo.errors import HpoError
 from hpo.trainer import hardware
 
 
-def estimate_memory_bytes(config: TrainConfig) -> int:
+def estimate_memory_bytes(config: RunSpec) -> int:
     """Peak training memory of one device: weights, gradients, optimizer state, activations.
 
     Activations follow Korthikanti et al. 2022 (34*d + 5*heads*T values per token and layer
@@ -33,7 +33,7 @@ def estimate_memory_bytes(config: TrainConfig) -> int:
     return int(state_bytes + activations + logits)
 
 
-def infeasible_reason(config: TrainConfig, resources: ResourcesConfig) -> str | None:
+def infeasible_reason(config: RunSpec, resources: ResourcesConfig) -> str | None:
     """Why `config` cannot run on these resources, or None when it can."""
     try:
         hardware.resolve_device(config.train.device)

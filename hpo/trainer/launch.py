@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from hpo.config.training import TrainConfig
+from hpo.config.training import RunSpec
 from hpo.errors import DivergedError, HpoError
 from hpo.record.outcome import OnEval, Reason, TrialResult
 from hpo.trainer import forkserver, hardware
@@ -48,11 +48,11 @@ FAILURE_SETTLE_S = 0.5
 
 
 def run_isolated(
-    config: TrainConfig,
+    config: RunSpec,
     on_eval: OnEval | None = None,
     timeout: float | None = None,
     device_ids: Sequence[int] | None = None,
-    train_fn: Callable[[TrainConfig, OnEval | None], TrialResult] = train,
+    train_fn: Callable[[RunSpec, OnEval | None], TrialResult] = train,
     on_started: Callable[[], None] | None = None,
 ) -> TrialResult:
     """Train `config` on `config.train.n_devices` ranks in child processes.
@@ -166,7 +166,7 @@ def _receive(conn: Connection, process: Any, where: str) -> tuple[str, Any]:
         raise TrialFailure(Reason.CRASHED, where + _exit_description(process.exitcode)) from None
 
 
-def _split_threads(config: TrainConfig, cores_per_rank: int | None) -> TrainConfig:
+def _split_threads(config: RunSpec, cores_per_rank: int | None) -> RunSpec:
     """CPU ranks share the cores: N ranks x threads never exceeds the threads asked for.
 
     A rank pinned to its leased core gets that one core, unless train.threads says more.
@@ -191,8 +191,8 @@ def _exit_description(exitcode: int | None) -> str:
 
 
 def _rank_main(
-    train_fn: Callable[[TrainConfig, OnEval | None], TrialResult],
-    config: TrainConfig,
+    train_fn: Callable[[RunSpec, OnEval | None], TrialResult],
+    config: RunSpec,
     rank: int,
     port: int,
     device_id: int,

@@ -1,7 +1,7 @@
 """Train one GPT configuration and measure how well it learned and how fast it trained.
 
 `train(config, on_eval) -> TrialResult` is a plain function with no Optuna in it: the
-study layer maps trial parameters to a `TrainConfig` and the result to objective values
+study layer maps trial parameters to a `RunSpec` and the result to objective values
 (both plain values in hpo.config.training, which loads without torch).
 
 Throughput is measured the way a careful benchmark would: only training steps count,
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo.config.training import OptimConfig, RunConfig, TrainConfig
+from hpo.config.training import OptimConfig, RunSpec, TrainSettings
 from hpo.errors import DivergedError, HpoError
 from hpo.record.outcome import EvalEvent, OnEval, TrialResult
 from hpo.trainer import hardware
@@ -38,7 +38,7 @@ from hpo.trainer.data import Dataset, load_dataset
 from hpo.trainer.model import GPT
 
 
-def train(config: TrainConfig, on_eval: OnEval | None = None, dataset: Dataset | None = None) -> TrialResult:
+def train(config: RunSpec, on_eval: OnEval | None = None, dataset: Dataset | None = None) -> TrialResult:
     """Train `config` to its budget and return the measured result.
 
     `on_eval` is called after every evaluation; raising from it stops the run (that is
@@ -384,7 +384,7 @@ def _peak_memory(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def _sample(model: GPT, dataset: Dataset, run: RunConfig, device: torch.device) -> str:
+def _sample(model: GPT, dataset: Dataset, run: TrainSettings, device: torch.device) -> str:
     """A short generation from the trained model, seeded, prompted by a validation token."""
     model.eval()
     prompt = torch.tensor([[int(dataset.val[0])]], device=device)

@@ -1,4 +1,4 @@
-"""Every file under study_configs/ composes into a valid TrainConfig; bad overrides are user errors."""
+"""Every file under study_configs/ composes into a valid RunSpec; bad overrides are user errors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from hpo.config.compose import builtin_config_dir, compose, train_config
+from hpo.config.compose import builtin_config_dir, compose, run_spec
 from hpo.config.settings import TRAIN_KEYS
-from hpo.config.training import TrainConfig
+from hpo.config.training import RunSpec
 from hpo.errors import HpoError
 
 CONFIG_DIR = builtin_config_dir()
@@ -35,8 +35,8 @@ def test_the_config_folder_is_found() -> None:
 
 def test_default_config() -> None:
     composed = compose()
-    config = train_config(composed)
-    assert isinstance(config, TrainConfig)
+    config = run_spec(composed)
+    assert isinstance(config, RunSpec)
     for group in TRAIN_KEYS:
         defaults = read_yaml(CONFIG_DIR / group / f"{_default_option(group)}.yaml")
         assert composed[group] == defaults, group
@@ -53,7 +53,7 @@ def _default_option(group: str) -> str:
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes_and_validates(group: str, option: str) -> None:
     composed = compose([f"{group}={option}"])
-    train_config(composed)
+    run_spec(composed)
     # The option's file reaches the composed config unchanged.
     assert composed[group] == read_yaml(CONFIG_DIR / group / f"{option}.yaml")
 
@@ -61,7 +61,7 @@ def test_every_group_option_composes_and_validates(group: str, option: str) -> N
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_validates(name: str) -> None:
     composed = compose([f"experiment={name}"])
-    config = train_config(composed)
+    config = run_spec(composed)
     preset = read_yaml(CONFIG_DIR / "experiment" / f"{name}.yaml")
     # Each training value the preset sets wins over the group defaults.
     for section in TRAIN_KEYS:
@@ -70,13 +70,13 @@ def test_every_experiment_composes_and_validates(name: str) -> None:
 
 
 def test_smoke_experiment_is_a_tiny_run() -> None:
-    config = train_config(compose(["experiment=smoke"]))
+    config = run_spec(compose(["experiment=smoke"]))
     assert config.model.n_layer <= 2 and config.model.n_embd <= 64 and config.model.block_size <= 64
     assert config.budget.tokens is not None and config.budget.tokens <= 500_000
 
 
 def test_overrides_reach_the_config() -> None:
-    config = train_config(
+    config = run_spec(
         compose(
             [
                 "experiment=smoke",
@@ -99,9 +99,9 @@ def test_overrides_reach_the_config() -> None:
 
 
 def test_switching_the_budget_kind() -> None:
-    config = train_config(compose(["budget=steps", "budget.steps=20"]))
+    config = run_spec(compose(["budget=steps", "budget.steps=20"]))
     assert (config.budget.steps, config.budget.tokens) == (20, None)
-    config = train_config(compose(["budget=seconds", "budget.seconds=1.5"]))
+    config = run_spec(compose(["budget=seconds", "budget.seconds=1.5"]))
     assert config.budget.seconds == 1.5
 
 
@@ -151,7 +151,7 @@ def test_switching_the_budget_kind() -> None:
 )
 def test_bad_overrides_are_one_line_user_errors(overrides: list[str], needles: list[str]) -> None:
     with pytest.raises(HpoError) as info:
-        train_config(compose(overrides))
+        run_spec(compose(overrides))
     message = str(info.value)
     assert "\n" not in message
     for needle in needles:

@@ -1,5 +1,5 @@
 """The search space: YAML specs parsed into parameters, suggested through Optuna, applied to a
-TrainConfig; every mistake in a spec is an HpoError that names the key."""
+RunSpec; every mistake in a spec is an HpoError that names the key."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpo.config.compose import compose, hpo_config, train_config
+from hpo.config.compose import compose, hpo_config, run_spec
 from hpo.config.search_space import PARAM_TARGETS, SearchSpace
-from hpo.config.training import TrainConfig
+from hpo.config.training import RunSpec
 from hpo.errors import HpoError
 from hpo.search.samplers import suggest
 
@@ -90,7 +90,7 @@ def test_fixed_values_are_returned_but_not_searched() -> None:
 
 
 def test_every_name_maps_to_a_config_key() -> None:
-    base = TrainConfig().to_dict()
+    base = RunSpec().to_dict()
     for name, target in PARAM_TARGETS.items():
         section, key = target.split(".")
         assert key in base[section], name
@@ -103,15 +103,15 @@ def test_the_built_in_search_spaces_parse() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Applying values to a TrainConfig
+# Applying values to a RunSpec
 
 
 @pytest.fixture(scope="module")
-def base() -> TrainConfig:
-    return train_config(compose(["experiment=smoke"]))
+def base() -> RunSpec:
+    return run_spec(compose(["experiment=smoke"]))
 
 
-def test_head_dim_derives_the_width(base: TrainConfig) -> None:
+def test_head_dim_derives_the_width(base: RunSpec) -> None:
     space = SearchSpace.from_dict({"n_head": {"choices": [2, 4]}, "head_dim": {"choices": [16, 32]}})
     config = space.apply(base, {"n_head": 4, "head_dim": 16})
     assert (config.model.n_head, config.model.n_embd) == (4, 64)
@@ -121,13 +121,13 @@ def test_head_dim_derives_the_width(base: TrainConfig) -> None:
     assert config.model.n_embd == 128
 
 
-def test_head_dim_alone_uses_the_base_head_count(base: TrainConfig) -> None:
+def test_head_dim_alone_uses_the_base_head_count(base: RunSpec) -> None:
     space = SearchSpace.from_dict({"head_dim": {"choices": [8, 24]}})
     config = space.apply(base, {"head_dim": 24})
     assert config.model.n_embd == base.model.n_head * 24
 
 
-def test_every_suggested_shape_is_valid(base: TrainConfig) -> None:
+def test_every_suggested_shape_is_valid(base: RunSpec) -> None:
     space = hpo_config(compose(["search_space=wide"])).space
     for seed in range(20):
         values, _ = ask(space, seed)
@@ -136,7 +136,7 @@ def test_every_suggested_shape_is_valid(base: TrainConfig) -> None:
         assert config.model.n_embd % config.model.n_head == 0
 
 
-def test_apply_sets_each_target(base: TrainConfig) -> None:
+def test_apply_sets_each_target(base: RunSpec) -> None:
     space = SearchSpace.from_dict({"lr": {"low": 1e-4, "high": 1e-2}})
     values = {
         "n_layer": 3,
@@ -169,7 +169,7 @@ def test_apply_sets_each_target(base: TrainConfig) -> None:
         ({"lr": -1.0}, "optim.lr"),
     ],
 )
-def test_apply_revalidates(base: TrainConfig, values: dict, fragment: str) -> None:
+def test_apply_revalidates(base: RunSpec, values: dict, fragment: str) -> None:
     space = SearchSpace.from_dict({"lr": {"low": 1e-4, "high": 1e-2}})
     with pytest.raises(HpoError, match=fragment.replace(".", r"\.")):
         space.apply(base, values)

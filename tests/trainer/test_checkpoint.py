@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig
+from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunSpec, TrainSettings
 from hpo.errors import HpoError
 from hpo.record.outcome import EvalEvent, TrialResult
 from hpo.trainer.checkpoint import STATE_FORMAT, load_checkpoint, save_checkpoint
@@ -31,13 +31,13 @@ pytestmark = pytest.mark.usefixtures("quiet_machine")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, builtin: Dataset) -> tuple[Path, TrainConfig, TrialResult]:
+def trained(tmp_path_factory: pytest.TempPathFactory, builtin: Dataset) -> tuple[Path, RunSpec, TrialResult]:
     path = tmp_path_factory.mktemp("ckpt") / "sub" / "model.pt"  # the folder does not exist yet
-    config = TrainConfig(
+    config = RunSpec(
         model=GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, pos_encoding="rope", bias=True),
         data=DataConfig(val_tokens=2048),
         optim=OptimConfig(lr=3e-3),
-        train=RunConfig(batch_size=8, evals=2, sample_tokens=40, checkpoint=str(path)),
+        train=TrainSettings(batch_size=8, evals=2, sample_tokens=40, checkpoint=str(path)),
         budget=BudgetConfig(steps=30),
     )
     return path, config, train(config, dataset=builtin)
@@ -73,7 +73,7 @@ def test_loaded_model_is_the_trained_model(trained, builtin: Dataset) -> None:
 
 
 def test_save_and_load_round_trip(tmp_path: Path, builtin: Dataset) -> None:
-    config = TrainConfig(model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, pos_encoding="learned"))
+    config = RunSpec(model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, pos_encoding="learned"))
     torch.manual_seed(3)
     model = GPT(replace(config.model, vocab_size=builtin.tokenizer.vocab_size)).eval()
     save_checkpoint(tmp_path / "m.pt", model, config, builtin.tokenizer)
@@ -151,7 +151,7 @@ def test_torch_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
 
 
 def test_weights_that_do_not_fit_the_config(tmp_path: Path, builtin: Dataset) -> None:
-    config = TrainConfig(model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8))
+    config = RunSpec(model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8))
     model = GPT(replace(config.model, vocab_size=builtin.tokenizer.vocab_size))
     wider = replace(config, model=replace(config.model, n_embd=32))
     path = tmp_path / "mismatch.pt"
@@ -179,18 +179,20 @@ def _stop_after(step: int):
     return on_eval
 
 
-def _resumable(n_devices: int = 1) -> TrainConfig:
+def _resumable(n_devices: int = 1) -> RunSpec:
     """Dropout draws from torch's RNG, AdamW keeps moments, a rung is ahead: all must resume."""
-    return TrainConfig(
+    return RunSpec(
         model=GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, dropout=0.1),
         data=DataConfig(val_tokens=2048),
         optim=OptimConfig(name="adamw", lr=3e-3, warmup_frac=0.2),
-        train=RunConfig(batch_size=8, n_devices=n_devices, evals=4, eval_tokens=(7_000,), threads=1, sample_tokens=30),
+        train=TrainSettings(
+            batch_size=8, n_devices=n_devices, evals=4, eval_tokens=(7_000,), threads=1, sample_tokens=30
+        ),
         budget=BudgetConfig(steps=40),
     )
 
 
-def _with(config: TrainConfig, **run: object) -> TrainConfig:
+def _with(config: RunSpec, **run: object) -> RunSpec:
     return replace(config, train=replace(config.train, **run))
 
 

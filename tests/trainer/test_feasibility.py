@@ -7,24 +7,24 @@ from dataclasses import replace
 
 import pytest
 
-from hpo.config.compose import compose, train_config
+from hpo.config.compose import compose, run_spec
 from hpo.config.settings import ResourcesConfig
-from hpo.config.training import TrainConfig
+from hpo.config.training import RunSpec
 from hpo.errors import HpoError
 from hpo.trainer.feasibility import estimate_memory_bytes, infeasible_reason
 from hpo.trainer.hardware import device_pool
 
 
 @pytest.fixture(scope="module")
-def base() -> TrainConfig:
-    return train_config(compose(["experiment=smoke"]))
+def base() -> RunSpec:
+    return run_spec(compose(["experiment=smoke"]))
 
 
-def with_run(config: TrainConfig, **changes: object) -> TrainConfig:
+def with_run(config: RunSpec, **changes: object) -> RunSpec:
     return replace(config, train=replace(config.train, **changes))
 
 
-def with_model(config: TrainConfig, **changes: object) -> TrainConfig:
+def with_model(config: RunSpec, **changes: object) -> RunSpec:
     return replace(config, model=replace(config.model, **changes))
 
 
@@ -32,13 +32,13 @@ def cores() -> int:
     return len(device_pool(ResourcesConfig())[0])
 
 
-def test_a_fitting_config_is_feasible(base: TrainConfig) -> None:
+def test_a_fitting_config_is_feasible(base: RunSpec) -> None:
     assert infeasible_reason(base, ResourcesConfig()) is None
     assert infeasible_reason(base, ResourcesConfig(devices=1, memory_limit_gb=8)) is None
     assert infeasible_reason(base, ResourcesConfig(devices=(0,))) is None
 
 
-def test_more_devices_than_exist(base: TrainConfig) -> None:
+def test_more_devices_than_exist(base: RunSpec) -> None:
     reason = infeasible_reason(with_run(base, n_devices=2, batch_size=32), ResourcesConfig(devices=1))
     assert reason is not None
     assert "n_devices=2" in reason and "only 1" in reason
@@ -61,7 +61,7 @@ def test_the_pool_is_what_this_machine_has() -> None:
         device_pool(ResourcesConfig(devices=len(pool) + 1))
 
 
-def test_batch_not_divisible_by_devices(base: TrainConfig) -> None:
+def test_batch_not_divisible_by_devices(base: RunSpec) -> None:
     if cores() < 2:
         pytest.skip("needs two devices")
     reason = infeasible_reason(with_run(base, n_devices=2, batch_size=33), ResourcesConfig(devices=2))
@@ -70,7 +70,7 @@ def test_batch_not_divisible_by_devices(base: TrainConfig) -> None:
     assert infeasible_reason(with_run(base, n_devices=2, batch_size=32), ResourcesConfig(devices=2)) is None
 
 
-def test_unavailable_device_kind(base: TrainConfig) -> None:
+def test_unavailable_device_kind(base: RunSpec) -> None:
     import torch
 
     if torch.cuda.is_available():
@@ -79,14 +79,14 @@ def test_unavailable_device_kind(base: TrainConfig) -> None:
     assert reason is not None and "no GPU" in reason
 
 
-def test_memory_above_the_limit(base: TrainConfig) -> None:
+def test_memory_above_the_limit(base: RunSpec) -> None:
     need_gb = estimate_memory_bytes(base) / 2**30
     reason = infeasible_reason(base, ResourcesConfig(memory_limit_gb=need_gb / 2))
     assert reason is not None and "exceeds resources.memory_limit_gb" in reason
     assert infeasible_reason(base, ResourcesConfig(memory_limit_gb=need_gb * 2)) is None
 
 
-def test_estimate_grows_with_batch_and_depth(base: TrainConfig) -> None:
+def test_estimate_grows_with_batch_and_depth(base: RunSpec) -> None:
     small = estimate_memory_bytes(base)
     assert small > 0
     assert estimate_memory_bytes(with_run(base, batch_size=base.train.batch_size * 2)) > small
@@ -94,14 +94,14 @@ def test_estimate_grows_with_batch_and_depth(base: TrainConfig) -> None:
     assert estimate_memory_bytes(with_model(base, n_embd=base.model.n_embd * 2)) > small
 
 
-def test_estimate_per_device_and_micro_batch(base: TrainConfig) -> None:
+def test_estimate_per_device_and_micro_batch(base: RunSpec) -> None:
     whole = estimate_memory_bytes(with_run(base, batch_size=64))
     # the batch splits across devices, and a micro-batch bounds the activations held at once
     assert estimate_memory_bytes(with_run(base, batch_size=64, n_devices=2)) < whole
     assert estimate_memory_bytes(with_run(base, batch_size=64, micro_batch_size=8)) < whole
 
 
-def test_sgd_keeps_less_state(base: TrainConfig) -> None:
+def test_sgd_keeps_less_state(base: RunSpec) -> None:
     sgd = replace(base, optim=replace(base.optim, name="sgd"))
     assert estimate_memory_bytes(sgd) < estimate_memory_bytes(base)
 

@@ -30,7 +30,7 @@ import torch
 from study_helpers import tiny as tiny_study
 
 from hpo.config.compose import compose, hpo_config
-from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig
+from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunSpec, TrainSettings
 from hpo.errors import HpoError
 from hpo.record.outcome import EvalEvent, TrialResult
 from hpo.trainer.launch import TrialFailure, run_isolated
@@ -52,13 +52,13 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield path
 
 
-def tiny(n_devices: int, **run: Any) -> TrainConfig:
+def tiny(n_devices: int, **run: Any) -> RunSpec:
     """A one-layer GPT, 8 sequences of 32 tokens a step, one thread per rank, no dropout."""
-    return TrainConfig(
+    return RunSpec(
         model=GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0),
         data=DataConfig(val_tokens=1024),
         optim=OptimConfig(lr=1e-3, warmup_frac=0.0),  # no warm-up: step 1 has the full lr
-        train=RunConfig(
+        train=TrainSettings(
             **{"batch_size": 8, "n_devices": n_devices, "evals": 1, "sample_tokens": 0, "threads": 1, **run}
         ),
         budget=BudgetConfig(steps=1),
@@ -160,7 +160,7 @@ def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str)
 # --- N ranks optimize exactly like one ------------------------------------------------------
 
 
-def trained(config: TrainConfig, path: Path) -> dict[str, Any]:
+def trained(config: RunSpec, path: Path) -> dict[str, Any]:
     """The checkpoint (weights, config) of `config` trained through run_isolated."""
     run_isolated(replace(config, train=replace(config.train, checkpoint=str(path))), timeout=PATIENCE_S)
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -275,13 +275,13 @@ def test_a_rank_that_dies_gives_crashed(tmp_path: Path, fault: Callable[..., Tri
 
 LONG_TRAINING = """
     from hpo.trainer.launch import run_isolated
-    from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, RunConfig, TrainConfig
+    from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, TrainSettings, RunSpec
 
     if __name__ == "__main__":  # the forkserver imports this file as __mp_main__
-        config = TrainConfig(
+        config = RunSpec(
             model=GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32),
             data=DataConfig(val_tokens=1024),
-            train=RunConfig(batch_size=8, n_devices=2, evals=1, sample_tokens=0, threads=1),
+            train=TrainSettings(batch_size=8, n_devices=2, evals=1, sample_tokens=0, threads=1),
             budget=BudgetConfig(seconds=3600),
         )
         run_isolated(config, timeout=3600)
@@ -361,7 +361,7 @@ def test_two_concurrent_two_rank_trials_both_finish() -> None:
 @pytest.mark.parametrize("n", [0, -1])
 def test_n_devices_below_one_is_a_config_error(n: int) -> None:
     with pytest.raises(HpoError, match="n_devices"):
-        RunConfig(n_devices=n)
+        TrainSettings(n_devices=n)
     with pytest.raises(HpoError, match="n_devices"):
         hpo_config(compose(["experiment=smoke", f"train.n_devices={n}"]))
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpo.config.training import OPTIMIZERS, BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunConfig, TrainConfig
+from hpo.config.training import OPTIMIZERS, BudgetConfig, DataConfig, GPTConfig, OptimConfig, RunSpec, TrainSettings
 from hpo.errors import DivergedError, HpoError
 from hpo.record.outcome import EvalEvent, TrialResult
 from hpo.trainer.data import Dataset
@@ -30,13 +30,13 @@ def tiny(
     optim: dict[str, Any] | None = None,
     run: dict[str, Any] | None = None,
     budget: dict[str, Any] | None = None,
-) -> TrainConfig:
-    """A small, fast TrainConfig; each section's defaults can be overridden."""
-    return TrainConfig(
+) -> RunSpec:
+    """A small, fast RunSpec; each section's defaults can be overridden."""
+    return RunSpec(
         model=GPTConfig(**{"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, **(model or {})}),
         data=DataConfig(**{"val_tokens": 2048, **(data or {})}),
         optim=OptimConfig(**(optim or {})),
-        train=RunConfig(**{"batch_size": 8, "evals": 2, "sample_tokens": 0, **(run or {})}),
+        train=TrainSettings(**{"batch_size": 8, "evals": 2, "sample_tokens": 0, **(run or {})}),
         budget=BudgetConfig(**(budget or {"steps": 10})),
     )
 
@@ -47,11 +47,11 @@ SMOKE_TOKENS = 300_000
 
 
 @pytest.fixture(scope="module")
-def smoke(builtin: Dataset) -> tuple[TrainConfig, TrialResult, list[EvalEvent]]:
+def smoke(builtin: Dataset) -> tuple[RunSpec, TrialResult, list[EvalEvent]]:
     """The shape of `experiment=smoke` (2 layers, width 64, block 64, batch 32), 300k tokens."""
-    config = TrainConfig(
+    config = RunSpec(
         model=GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64),
-        train=RunConfig(batch_size=32, evals=5, sample_tokens=200),
+        train=TrainSettings(batch_size=32, evals=5, sample_tokens=200),
         budget=BudgetConfig(tokens=SMOKE_TOKENS),
     )
     events: list[EvalEvent] = []
@@ -346,10 +346,10 @@ def test_several_devices_need_the_launcher(builtin: Dataset) -> None:
         (lambda: BudgetConfig(tokens=10, steps=10), "exactly one"),
         (lambda: BudgetConfig(tokens=0), "budget.tokens=0"),
         (lambda: BudgetConfig(seconds=-1.0), "budget.seconds=-1.0"),
-        (lambda: RunConfig(batch_size=0), "batch_size=0"),
-        (lambda: RunConfig(batch_size=8, micro_batch_size=3), "micro_batch_size=3"),
-        (lambda: RunConfig(evals=0), "evals=0"),
-        (lambda: RunConfig(threads=0), "threads=0"),
+        (lambda: TrainSettings(batch_size=0), "batch_size=0"),
+        (lambda: TrainSettings(batch_size=8, micro_batch_size=3), "micro_batch_size=3"),
+        (lambda: TrainSettings(evals=0), "evals=0"),
+        (lambda: TrainSettings(threads=0), "threads=0"),
     ],
 )
 def test_invalid_settings_are_user_errors(build, needle: str) -> None:
