@@ -22,7 +22,7 @@ RUN if [ "$VARIANT" = "cpu" ]; then \
 COPY pyproject.toml README.md ./
 COPY hpo hpo
 COPY study_configs study_configs
-RUN pip install . && python -c "import hpo.config; hpo.config.compose([])"
+RUN pip install . && python -c "from hpo.config.compose import compose; compose([])"
 
 USER hpo
 WORKDIR /home/hpo

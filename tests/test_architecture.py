@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import grimp
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,3 +113,11 @@ for command in (["studies"], ["show", "empty"], ["export", "empty", "--format", 
     )
     assert result.returncode == 0, result.stderr
     assert "empty" in result.stdout
+
+
+def test_every_subpackage_ships_in_the_wheel() -> None:
+    """pyproject.toml lists its packages by hand (study_configs/ is mapped into the wheel):
+    a subpackage missing there would be missing from `pip install .`."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(REPO).parts) for path in (REPO / "hpo").rglob("__init__.py")}
+    assert found <= listed
