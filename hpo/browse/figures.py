@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
+from hpo.config.search_space import plain_params
 from hpo.record.attrs import read_curve
 from hpo.record.outcome import EvalEvent
 from hpo.search.pareto import feasible_complete, hypervolume_history
@@ -82,7 +83,7 @@ def points(study: optuna.Study) -> list[Point]:
         if x is None or y is None:
             continue
         n_devices = int(trial.user_attrs.get("n_devices", trial.params.get("n_devices", 1)))
-        out.append(Point(trial.number, x, y, n_devices, trial.number in front, dict(trial.params)))
+        out.append(Point(trial.number, x, y, n_devices, trial.number in front, plain_params(trial.params)))
     return out
 
 

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.browse.figures import study_figures
 from hpo.browse.results import objective_names
 from hpo.browse.tables import format_value
+from hpo.config.search_space import plain_params
 from hpo.record.attrs import (
     CONFIG,
     CURVE,
@@ -154,7 +155,8 @@ def trial_note(trial: FrozenTrial, objective_names: Sequence[str], curve: Sequen
         )
     parts.append("### Configuration")
     if trial.params:
-        parts.append(_table(["sampled parameter", "value"], [(k, _value(v)) for k, v in trial.params.items()]))
+        sampled = plain_params(trial.params).items()
+        parts.append(_table(["sampled parameter", "value"], [(k, _value(v)) for k, v in sampled]))
     config = attrs.get(CONFIG)
     if isinstance(config, Mapping):
         rows = "\n".join(f"- **{group}**: {_cell(settings)}" for group, settings in _config_rows(config))

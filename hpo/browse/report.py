@@ -30,6 +30,7 @@ from hpo import __version__
 from hpo.browse.figures import X_TITLE, Y_TITLE, device_colour, front_line, points, study_curves
 from hpo.browse.results import objective_names, outcome_lines
 from hpo.browse.tables import format_value
+from hpo.config.search_space import plain_params
 from hpo.errors import HpoError
 from hpo.record.attrs import DATA_FINGERPRINT, target
 from hpo.record.outcome import METRIC_BY_NAME, EvalEvent
@@ -232,7 +233,7 @@ def pareto_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
     """The Pareto table: one row per front trial, best first objective first."""
     names = objective_names(study)
     front = sorted(study.best_trials, key=lambda t: -t.values[0]) if points(study) else []
-    params = sorted({k for t in front for k in t.params})
+    params = sorted({k for t in front for k in plain_params(t.params)})
     devices = [] if "n_devices" in params else ["devices"]  # a searched device count is a param column
     metrics = [METRIC_BY_NAME[name] for name in PARETO_METRICS]
     headers = ["trial", *names, *params, *devices, *(m.heading for m in metrics), "sample"]
@@ -243,7 +244,7 @@ def pareto_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
             [
                 t.number,
                 *t.values,
-                *(t.params.get(p) for p in params),
+                *(plain_params(t.params).get(p) for p in params),
                 *(attrs.get("n_devices") for _ in devices),
                 *(None if attrs.get(m.name) is None else m.shown(attrs[m.name]) for m in metrics),
                 _Code(str(attrs.get("sample", ""))),

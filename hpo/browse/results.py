@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.browse.tables import format_table
+from hpo.config.search_space import plain_params
 from hpo.record.attrs import CONFIG, read_continuation, read_message, read_reason, read_rung, target
 from hpo.search.pareto import feasible_complete
 from hpo.search.promotion import superseded
@@ -62,8 +63,8 @@ def pareto_table(front: Sequence[FrozenTrial], names: Sequence[str]) -> str:
     front = sorted(front, key=lambda t: -t.values[0])
     if not front:
         return "no completed trials yet"
-    params = sorted({key for t in front for key in t.params})
-    rows = [(t.number, *t.values, *(t.params.get(p) for p in params)) for t in front]
+    params = sorted({key for t in front for key in plain_params(t.params)})
+    rows = [(t.number, *t.values, *(plain_params(t.params).get(p) for p in params)) for t in front]
     return format_table(["trial", *names, *params], rows)
 
 
@@ -76,7 +77,7 @@ def show_text(study: optuna.Study) -> str:
     for i, name in enumerate(names):
         if trials:
             best = max(trials, key=lambda t: t.values[i])
-            params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(best.params.items()))
+            params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(plain_params(best.params).items()))
             parts.append(f"best {name}: trial {best.number} ({_fmt(best.values[i])}) {params}")
     return "\n".join(parts + outcome_lines(every))
 
@@ -138,7 +139,7 @@ def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
             "number": t.number,
             "state": t.state.name,
             "values": t.values if t.state == TrialState.COMPLETE else None,
-            "params": t.params,
+            "params": plain_params(t.params),
             "user_attrs": t.user_attrs,
         }
         for t in study.get_trials(deepcopy=False)
@@ -174,7 +175,7 @@ def export(study: optuna.Study, fmt: str) -> str:
 
 def trial_line(trial: FrozenTrial, names: list[str]) -> str:
     """A finished trial on one line, for the progress output."""
-    params = " ".join(f"{k}={_short(v)}" for k, v in sorted(trial.params.items()))
+    params = " ".join(f"{k}={_short(v)}" for k, v in sorted(plain_params(trial.params).items()))
     if trial.state == TrialState.COMPLETE:
         values = "  ".join(f"{n} {_fmt(v)}" for n, v in zip(names, trial.values, strict=True))
         seconds = trial.user_attrs.get("wall_time_s")

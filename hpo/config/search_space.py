@@ -6,6 +6,13 @@ A spec is either a fixed value or a distribution:
     lr: {low: 1.0e-4, high: 1.0e-2, log: true} # float range
     n_head: {choices: [2, 4, 8]}               # categorical
     n_devices: 1                               # fixed: not searched, still recorded
+    lr: {optimizer: {adamw: {low: 1.0e-4, high: 3.0e-2, log: true},   # conditional: one spec
+                     sgd: {low: 1.0e-2, high: 0.3, log: true}}}       # per choice of another
+
+A conditional entry is sampled define-by-run, after the parameter it depends on, from the
+spec of the value that one took. Each branch has an Optuna parameter of its own
+(`lr[sgd]`), so a sampler models the learning rates of SGD and AdamW apart; everything
+hpo shows names it plainly (`plain_params`).
 
 Width is derived, never searched alone with the head count: `head_dim` gives
 `n_embd = n_head * head_dim`, so every sampled shape divides evenly. Names are short
@@ -44,11 +51,15 @@ PARAM_TARGETS: dict[str, str] = {
     "n_devices": "train.n_devices",
 }
 
-Kind = Literal["int", "float", "categorical", "fixed"]
+Kind = Literal["int", "float", "categorical", "fixed", "conditional"]
+SPEC_FIELDS = ("low", "high", "log", "step", "choices")
 
 
 @dataclass(frozen=True)
 class Param:
+    """One entry. A conditional one has no range of its own: `parent` names the parameter
+    whose value picks one of `branches`, (value, spec) pairs."""
+
     name: str
     kind: Kind
     low: float | None = None
@@ -57,6 +68,35 @@ class Param:
     step: float | None = None
     choices: tuple[Any, ...] = ()
     value: Any = None
+    parent: str | None = None
+    branches: tuple[tuple[Any, Param], ...] = ()
+
+    @property
+    def options(self) -> tuple[Any, ...]:
+        """The values this parameter can take, if it has a list of them (choices or a fixed value)."""
+        return self.choices if self.kind == "categorical" else (self.value,) if self.kind == "fixed" else ()
+
+    def branch(self, parent_value: Any) -> Param | None:
+        """The spec a conditional parameter has when its parent took `parent_value` (None
+        for a value that is not one of the parent's)."""
+        return next((spec for value, spec in self.branches if value == parent_value), None)
+
+    def optuna_name(self, parent_value: Any = None) -> str:
+        """The Optuna parameter name: the entry's, or for a branch `name[parent value]`."""
+        return self.name if self.kind != "conditional" else f"{self.name}[{parent_value}]"
+
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is one this (unconditional) spec can take."""
+        if self.kind in ("fixed", "categorical"):
+            return value in self.options
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        assert self.low is not None and self.high is not None
+        return number and self.low <= value <= self.high
+
+
+def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Optuna's parameters of a trial as the search space names them: `lr[sgd]` is `lr`."""
+    return {name.split("[", 1)[0]: value for name, value in params.items()}
 
 
 def _parse_param(name: str, spec: Any) -> Param:
@@ -65,9 +105,15 @@ def _parse_param(name: str, spec: Any) -> Param:
         raise HpoError(f"{key} is not a known parameter; use one of {', '.join(PARAM_TARGETS)}")
     if not isinstance(spec, Mapping):
         return Param(name, "fixed", value=spec)
-    unknown = set(spec) - {"low", "high", "log", "step", "choices"}
+    parents = [field for field in spec if field in PARAM_TARGETS]
+    if parents:
+        return _parse_conditional(name, spec, parents)
+    unknown = set(spec) - set(SPEC_FIELDS)
     if unknown:
-        raise HpoError(f"{key} has unknown field {sorted(unknown)[0]!r}; use low/high/log/step or choices")
+        raise HpoError(
+            f"{key} has unknown field {sorted(unknown)[0]!r}; use low/high/log/step, choices, "
+            f"or a parameter it depends on ({key}={{optimizer: {{adamw: ..., sgd: ...}}}})"
+        )
     if "choices" in spec:
         choices = tuple(spec["choices"] or ())
         if not choices:
@@ -94,19 +140,62 @@ def _parse_param(name: str, spec: Any) -> Param:
     return Param(name, kind, low=low, high=high, log=log, step=step)
 
 
+def _parse_conditional(name: str, spec: Mapping[str, Any], parents: list[str]) -> Param:
+    key = f"search_space.{name}"
+    if len(spec) != 1:
+        extra = sorted(set(spec) - {parents[0]}, key=str)[0]
+        raise HpoError(
+            f"{key} depends on {parents[0]} and also has {extra!r}; a conditional entry holds one spec per "
+            f"choice of one parameter only: replace it whole (~{key} +{key}={{...}})"
+        )
+    parent = parents[0]
+    branches = spec[parent]
+    if not isinstance(branches, Mapping) or not branches:
+        raise HpoError(f"{key}.{parent} must map each choice of search_space.{parent} to a spec")
+    parsed = []
+    for value, branch in branches.items():
+        param = _parse_param(name, branch)
+        if param.kind == "conditional":
+            raise HpoError(f"{key}.{parent}.{value} is conditional itself; a branch is a value, a range or choices")
+        parsed.append((value, param))
+    return Param(name, "conditional", parent=parent, branches=tuple(parsed))
+
+
+def _check_conditional(param: Param, params: Mapping[str, Param]) -> None:
+    """A conditional entry's parent is an unconditional entry of the space with a list of
+    values, and its branches are exactly those values."""
+    key = f"search_space.{param.name}"
+    parent = params.get(param.parent or "")
+    if parent is None or parent.kind not in ("categorical", "fixed"):
+        raise HpoError(
+            f"{key} depends on {param.parent}, which must be an entry of the search space with choices "
+            f"(for example search_space.{param.parent}={{choices: [...]}})"
+        )
+    keys = [value for value, _ in param.branches]
+    if sorted(map(str, keys)) != sorted(map(str, parent.options)) or any(k not in parent.options for k in keys):
+        raise HpoError(
+            f"{key}.{param.parent} has specs for {list(keys)}; give one for each choice of "
+            f"search_space.{param.parent}: {list(parent.options)}"
+        )
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     params: tuple[Param, ...]
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> SearchSpace:
-        params = tuple(_parse_param(name, value) for name, value in spec.items())
-        names = {p.name for p in params}
-        if {"head_dim", "n_embd"} <= names:
+        parsed = [_parse_param(name, value) for name, value in spec.items()]
+        by_name = {p.name: p for p in parsed}
+        if {"head_dim", "n_embd"} <= by_name.keys():
             raise HpoError("search_space sets both head_dim and n_embd; keep one (head_dim derives the width)")
-        if not any(p.kind != "fixed" for p in params):
+        for param in parsed:
+            if param.kind == "conditional":
+                _check_conditional(param, by_name)
+        if all(p.kind == "fixed" or (p.kind == "conditional" and _all_fixed(p)) for p in parsed):
             raise HpoError("search_space has no searched parameter; give at least one a range or choices")
-        return cls(params)
+        # Conditional entries last: each is sampled after the parameter it depends on.
+        return cls(tuple(sorted(parsed, key=lambda p: p.kind == "conditional")))
 
     def check_point(self, values: Mapping[str, Any], key: str) -> None:
         """HpoError unless `values` (a baseline) is a point of this space: Optuna would
@@ -116,15 +205,26 @@ class SearchSpace:
             param = params.get(name)
             if param is None:
                 raise HpoError(f"{key}.{name} is not in the search space; use {', '.join(params)}")
-            if param.kind == "fixed":
-                ok = value == param.value
-            elif param.kind == "categorical":
-                ok = value in param.choices
-            else:
-                number = isinstance(value, (int, float)) and not isinstance(value, bool)
-                ok = number and param.low <= value <= param.high
-            if not ok:
+            if param.kind == "conditional":
+                assert param.parent is not None
+                if param.parent not in values:
+                    raise HpoError(f"{key}.{name} depends on {param.parent}; give {key}.{param.parent} too")
+                branch = param.branch(values[param.parent])
+                if branch is None:
+                    raise HpoError(
+                        f"{key}.{param.parent}={values[param.parent]!r} is outside search_space.{param.parent}"
+                    )
+                param = branch
+            if not param.contains(value):
                 raise HpoError(f"{key}.{name}={value!r} is outside search_space.{name}")
+
+    def optuna_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A point of the space (plain names, a baseline's) under Optuna's parameter names."""
+        params = {p.name: p for p in self.params}
+        return {
+            params[name].optuna_name(values.get(params[name].parent or "")) if name in params else name: value
+            for name, value in values.items()
+        }
 
     def apply(self, base: RunSpec, values: Mapping[str, Any]) -> RunSpec:
         """`base` with the sampled values, re-validated; HpoError if they make it invalid."""
@@ -135,3 +235,7 @@ class SearchSpace:
                 value = values.get("n_head", base.model.n_head) * value
             merged[section][key] = value
         return build(RunSpec, merged)
+
+
+def _all_fixed(param: Param) -> bool:
+    return all(branch.kind == "fixed" for _, branch in param.branches)

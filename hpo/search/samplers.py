@@ -66,20 +66,32 @@ def _optuna_sampler(config: SamplerConfig, seed: int) -> BaseSampler:
 
 
 def suggest(space: SearchSpace, trial: optuna.Trial) -> dict[str, Any]:
-    """Sample every parameter of the space; fixed ones are returned too (the record is complete)."""
-    return {p.name: _suggest(p, trial) for p in space.params}
+    """Sample every parameter of the space, by its plain name; fixed ones are returned too
+    (the record is complete). A conditional one is sampled define-by-run, from the branch
+    of the value its parent took (the space lists it after its parent), under the branch's
+    own Optuna name."""
+    values: dict[str, Any] = {}
+    for param in space.params:
+        if param.kind == "conditional":
+            assert param.parent is not None
+            branch = param.branch(values[param.parent])
+            assert branch is not None, "SearchSpace checks that every choice of the parent has a branch"
+            values[param.name] = _suggest(branch, trial, param.optuna_name(values[param.parent]))
+        else:
+            values[param.name] = _suggest(param, trial, param.name)
+    return values
 
 
-def _suggest(param: Param, trial: optuna.Trial) -> Any:
+def _suggest(param: Param, trial: optuna.Trial, name: str) -> Any:
     if param.kind == "fixed":
         return param.value
     if param.kind == "categorical":
-        return trial.suggest_categorical(param.name, list(param.choices))
+        return trial.suggest_categorical(name, list(param.choices))
     assert param.low is not None and param.high is not None
     if param.kind == "int":
         step = int(param.step or 1)
-        return trial.suggest_int(param.name, int(param.low), int(param.high), step=step, log=param.log)
-    return trial.suggest_float(param.name, param.low, param.high, step=param.step, log=param.log)
+        return trial.suggest_int(name, int(param.low), int(param.high), step=step, log=param.log)
+    return trial.suggest_float(name, param.low, param.high, step=param.step, log=param.log)
 
 
 class _Wrapper(BaseSampler):

@@ -70,7 +70,7 @@ def create_or_continue(
     study.set_user_attr(attrs.HPO_VERSION, __version__)
     study.set_user_attr(attrs.TARGET, config.study.n_trials)
     for params in config.study.baselines:
-        study.enqueue_trial(dict(params), skip_if_exists=True)
+        study.enqueue_trial(config.space.optuna_params(params), skip_if_exists=True)
     return study
 
 

@@ -11,7 +11,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpo.config.compose import compose, hpo_config, run_spec
-from hpo.config.search_space import PARAM_TARGETS, SearchSpace
+from hpo.config.search_space import PARAM_TARGETS, SearchSpace, plain_params
 from hpo.config.training import RunSpec
 from hpo.errors import HpoError
 from hpo.search.samplers import suggest
@@ -238,3 +238,60 @@ def test_bad_spec_in_a_composed_config_is_refused_before_any_study() -> None:
         hpo_config(compose(["search_space.lr={low: 0.1, high: 0.01}"]))
     with pytest.raises(HpoError, match="not a known parameter"):
         hpo_config(compose(["+search_space.depth={low: 1, high: 2}"]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Conditional entries: a spec per choice of another parameter
+
+CONDITIONAL = {
+    "optimizer": {"choices": ["adamw", "sgd"]},
+    "lr": {"optimizer": {"adamw": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "sgd": {"low": 0.01, "high": 0.3}}},
+    "weight_decay": {"optimizer": {"adamw": {"low": 0.0, "high": 0.2}, "sgd": 0.0}},
+}
+
+
+def test_a_conditional_entry_samples_only_the_range_of_the_chosen_option() -> None:
+    space = SearchSpace.from_dict(CONDITIONAL)
+    assert space.params[0].name == "optimizer"  # parents first: sampled define-by-run
+    seen = set()
+    for seed in range(30):
+        values, frozen = ask(space, seed)
+        seen.add(values["optimizer"])
+        if values["optimizer"] == "sgd":
+            assert 0.01 <= values["lr"] <= 0.3
+            assert values["weight_decay"] == 0.0
+            assert set(frozen.params) == {"optimizer", "lr[sgd]"}
+            assert frozen.distributions["lr[sgd]"] == FloatDistribution(0.01, 0.3)
+        else:
+            assert 1.0e-4 <= values["lr"] <= 1.0e-2
+            assert 0.0 <= values["weight_decay"] <= 0.2
+            assert set(frozen.params) == {"optimizer", "lr[adamw]", "weight_decay[adamw]"}
+        assert plain_params(frozen.params) == {k: v for k, v in values.items() if k in plain_params(frozen.params)}
+    assert seen == {"adamw", "sgd"}
+
+
+def test_a_baseline_of_a_conditional_space_is_checked_against_its_branch() -> None:
+    space = SearchSpace.from_dict(CONDITIONAL)
+    space.check_point({"optimizer": "sgd", "lr": 0.1}, "study.baselines[0]")
+    with pytest.raises(HpoError, match=r"study\.baselines\[0\]\.lr=0\.001 is outside search_space\.lr"):
+        space.check_point({"optimizer": "sgd", "lr": 0.001}, "study.baselines[0]")
+    with pytest.raises(HpoError, match=r"depends on optimizer; give study\.baselines\[0\]\.optimizer too"):
+        space.check_point({"lr": 0.1}, "study.baselines[0]")
+    assert space.optuna_params({"optimizer": "sgd", "lr": 0.1}) == {"optimizer": "sgd", "lr[sgd]": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({**CONDITIONAL, "lr": {"optimizer": {"adamw": {"low": 1e-4, "high": 1e-2}}}}, "give one for each choice"),
+        ({**CONDITIONAL, "lr": {"optimizer": {"adamw": 1e-3, "sgd": 0.1, "adam": 1e-3}}}, "give one for each choice"),
+        ({"lr": {"optimizer": {"adamw": 1e-3, "sgd": 0.1}}, "n_layer": {"low": 1, "high": 2}}, "must be an entry"),
+        ({**CONDITIONAL, "optimizer": {"low": 0, "high": 1}}, "must be an entry of the search space with choices"),
+        ({**CONDITIONAL, "lr": {"optimizer": {"adamw": 1e-3, "sgd": 0.1}, "low": 1e-4}}, "replace it whole"),
+        ({**CONDITIONAL, "lr": {"optimizer": 0.1}}, "must map each choice"),
+        ({**CONDITIONAL, "lr": {"optimizer": {"adamw": {"n_head": {"a": 1}}, "sgd": 0.1}}}, "conditional itself"),
+    ],
+)
+def test_bad_conditional_entries(spec: dict, fragment: str) -> None:
+    with pytest.raises(HpoError, match=re.escape(fragment)):
+        SearchSpace.from_dict(spec)

@@ -4,6 +4,7 @@ training."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 import optuna
@@ -12,7 +13,7 @@ import pytest
 from hpo.config.compose import compose, hpo_config
 from hpo.errors import HpoError
 from hpo.record.outcome import EvalEvent
-from hpo.search.samplers import AsObserved, RandomShare, build_sampler
+from hpo.search.samplers import AsObserved, RandomShare, build_sampler, suggest
 
 CHOICES = ["a", "b", "c", "d"]
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -112,3 +113,25 @@ def test_observed_pruned_trials_steer_tpe_as_completed_ones_would() -> None:
 def test_an_unknown_view_of_pruned_trials_is_refused() -> None:
     with pytest.raises(HpoError, match=r"sampler.pruned_trials='hidden' is not allowed; use one of last, observed"):
         hpo_config(compose(["sampler.pruned_trials=hidden"]))
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "nsga3", "gp", "random"])
+def test_every_sampler_draws_a_conditional_space_branch_by_branch(name: str) -> None:
+    """search_space=wide's learning rate and weight decay depend on the optimizer: each
+    sampler draws each from the range of the optimizer it chose, past its random start."""
+    config = hpo_config(compose(["search_space=wide", f"sampler={name}", "sampler.n_startup_trials=4"]))
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=build_sampler(config.sampler, 0))
+    drawn = []
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        values = suggest(config.space, trial)
+        drawn.append(values)
+        return -abs(math.log10(values["lr"]) + 2), float(values["n_layer"])
+
+    study.optimize(objective, n_trials=16)
+    ranges = {"adamw": (1e-4, 3e-2), "adam": (1e-4, 3e-2), "sgd": (1e-2, 0.3)}
+    for values in drawn:
+        low, high = ranges[values["optimizer"]]
+        assert low <= values["lr"] <= high, values
+        assert values["weight_decay"] == 0.0 or values["optimizer"] == "adamw", values
+    assert {v["optimizer"] for v in drawn} == set(ranges)
