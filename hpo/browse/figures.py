@@ -82,8 +82,9 @@ def points(study: optuna.Study) -> list[Point]:
         x, y = _metric(trial, X_METRIC, names), _metric(trial, Y_METRIC, names)
         if x is None or y is None:
             continue
-        n_devices = int(trial.user_attrs.get("n_devices", trial.params.get("n_devices", 1)))
-        out.append(Point(trial.number, x, y, n_devices, trial.number in front, plain_params(trial.params)))
+        params = plain_params(trial.params)
+        n_devices = int(trial.user_attrs.get("n_devices", params.get("n_devices", 1)))
+        out.append(Point(trial.number, x, y, n_devices, trial.number in front, params))
     return out
 
 

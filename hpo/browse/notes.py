@@ -166,7 +166,7 @@ def trial_note(trial: FrozenTrial, objective_names: Sequence[str], curve: Sequen
     metrics = _metric_rows(attrs)
     if metrics:
         parts += ["### Metrics", _table(["metric", "value"], metrics)]
-    devices = _devices(attrs, trial.params)
+    devices = _devices(attrs, plain_params(trial.params))
     if devices:
         parts += ["### Devices", devices]
     curve_points = attrs.get(CURVE) or [asdict(e) for e in curve or ()]

@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial
 
 from hpo.browse.publisher import Publisher
 from hpo.browse.results import objective_names, show_text, trial_line
-from hpo.cli.parsing import with_overrides
+from hpo.cli.parsing import STORAGE_HELP, with_overrides
 from hpo.config.compose import compose, hpo_config
 from hpo.config.settings import HpoConfig
 from hpo.errors import HpoError
@@ -169,7 +169,7 @@ def cmd_resume(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
 
 def cmd_worker(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("name", help="study name")
-    parser.add_argument("--storage", metavar="URL", help="database URL (default: $HPO_STORAGE, sqlite:///hpo.db)")
+    parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
     parser.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     parser.add_argument("--quiet", action="store_true", help="no per-trial lines")
     parser.add_argument("--wait", type=float, default=60.0, metavar="S", help="wait up to S s for the database")

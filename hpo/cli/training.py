@@ -13,9 +13,6 @@ from hpo.config.compose import compose, hpo_config
 from hpo.errors import HpoError
 from hpo.record.outcome import EvalEvent, shown_metrics
 from hpo.store.storage import redact
-from hpo.trainer.feasibility import infeasible_reason
-from hpo.trainer.launch import TrialFailure, run_isolated
-from hpo.trainer.loop import train
 
 
 def cmd_config(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
@@ -29,6 +26,11 @@ def cmd_config(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    # torch, which `hpo config` does without
+    from hpo.trainer.feasibility import infeasible_reason
+    from hpo.trainer.launch import TrialFailure, run_isolated
+    from hpo.trainer.loop import train
+
     with_overrides(parser)
     parser.add_argument("--checkpoint", metavar="PATH", help="save the trained model (same as train.checkpoint=PATH)")
     parser.add_argument("--quiet", action="store_true", help="print only the final metrics")

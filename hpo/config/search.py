@@ -23,11 +23,12 @@ RungMetric = Literal["val_loss", "val_accuracy"]
 class SamplerConfig:
     """Optuna's samplers, seeded from the study seed. `n_startup_trials` random trials
     come first for TPE and GP, and `random_fraction` of the later ones are random too
-    (hpo.search.samplers); NSGA-II/III evolve populations of `population_size`.
+    (hpo.search.samplers); NSGA-II/III evolve populations of `population_size`. The
+    last two settings apply to TPE and GP only.
     `pruned_trials=observed` shows the sampler each trial that a rung stopped with the
     values it had there; `last` leaves Optuna's view: every pruned trial worse than every
     completed one. Studies stored before the key existed resume with `last`
-    (hpo.store.record.KEYS_ADDED)."""
+    (hpo.record.attrs.KEYS_ADDED)."""
 
     name: SamplerName = "tpe"
     n_startup_trials: int = 5

@@ -22,6 +22,8 @@ hpo.search.samplers suggests a point of the space through Optuna.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -161,9 +163,11 @@ def _parse_conditional(name: str, spec: Mapping[str, Any], parents: list[str]) -
     return Param(name, "conditional", parent=parent, branches=tuple(parsed))
 
 
-def _check_conditional(param: Param, params: Mapping[str, Param]) -> None:
-    """A conditional entry's parent is an unconditional entry of the space with a list of
-    values, and its branches are exactly those values."""
+def _resolve_conditional(param: Param, params: Mapping[str, Param]) -> Param:
+    """`param` with its branches keyed by its parent's values. The parent is an unconditional
+    entry of the space with a list of values, and the branches are exactly those values.
+    A key is matched by its JSON form, as a stored config has it: a choice 2 or true is the
+    key "2" or "true" once the study has stored its config."""
     key = f"search_space.{param.name}"
     parent = params.get(param.parent or "")
     if parent is None or parent.kind not in ("categorical", "fixed"):
@@ -171,12 +175,19 @@ def _check_conditional(param: Param, params: Mapping[str, Param]) -> None:
             f"{key} depends on {param.parent}, which must be an entry of the search space with choices "
             f"(for example search_space.{param.parent}={{choices: [...]}})"
         )
-    keys = [value for value, _ in param.branches]
-    if sorted(map(str, keys)) != sorted(map(str, parent.options)) or any(k not in parent.options for k in keys):
+    options = {_as_key(option): option for option in parent.options}
+    keys = [_as_key(value) for value, _ in param.branches]
+    if sorted(keys) != sorted(options):
         raise HpoError(
-            f"{key}.{param.parent} has specs for {list(keys)}; give one for each choice of "
-            f"search_space.{param.parent}: {list(parent.options)}"
+            f"{key}.{param.parent} has specs for {[value for value, _ in param.branches]}; give one for each "
+            f"choice of search_space.{param.parent}: {list(parent.options)}"
         )
+    branches = tuple((options[_as_key(value)], spec) for value, spec in param.branches)
+    return dataclasses.replace(param, branches=branches)
+
+
+def _as_key(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 @dataclass(frozen=True)
@@ -189,9 +200,7 @@ class SearchSpace:
         by_name = {p.name: p for p in parsed}
         if {"head_dim", "n_embd"} <= by_name.keys():
             raise HpoError("search_space sets both head_dim and n_embd; keep one (head_dim derives the width)")
-        for param in parsed:
-            if param.kind == "conditional":
-                _check_conditional(param, by_name)
+        parsed = [_resolve_conditional(p, by_name) if p.kind == "conditional" else p for p in parsed]
         if all(p.kind == "fixed" or (p.kind == "conditional" and _all_fixed(p)) for p in parsed):
             raise HpoError("search_space has no searched parameter; give at least one a range or choices")
         # Conditional entries last: each is sampled after the parameter it depends on.
@@ -217,6 +226,20 @@ class SearchSpace:
                 param = branch
             if not param.contains(value):
                 raise HpoError(f"{key}.{name}={value!r} is outside search_space.{name}")
+
+    def fixed_points(self) -> list[dict[str, Any]]:
+        """The values that some trials are bound to take: the fixed entries, and each fixed
+        branch of a conditional entry with its parent's value (every trial takes the first
+        kind, every trial of that parent value the second). A wrong one is a config error
+        before the study exists, not a share of infeasible trials."""
+        fixed = {p.name: p.value for p in self.params if p.kind == "fixed"}
+        points = [fixed]
+        for param in self.params:
+            for value, branch in param.branches:
+                if branch.kind == "fixed":
+                    assert param.parent is not None
+                    points.append({**fixed, param.parent: value, param.name: branch.value})
+        return points
 
     def optuna_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """A point of the space (plain names, a baseline's) under Optuna's parameter names."""

@@ -124,8 +124,8 @@ class HpoConfig:
 
     def __post_init__(self) -> None:
         space = SearchSpace.from_dict(self.search_space)  # validate early: before a study exists
-        # Fixed values are in every trial: a wrong one is a config error now, not N infeasible trials.
-        space.apply(self.training, {p.name: p.value for p in space.params if p.kind == "fixed"})
+        for point in space.fixed_points():
+            space.apply(self.training, point)
         for i, baseline in enumerate(self.study.baselines):
             space.check_point(baseline, f"study.baselines[{i}]")
         if self.pruner.is_optunas and len(self.study.objectives) > 1:

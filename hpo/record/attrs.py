@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import optuna
@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial
 from hpo import __version__
 from hpo.config.settings import TRAIN_KEYS, HpoConfig
 from hpo.config.structured import build
-from hpo.record.outcome import METRICS, EvalEvent, Reason, TrialResult
+from hpo.record.outcome import EvalEvent, Reason, TrialResult
 
 # --- Study user attributes: what `hpo resume NAME` rebuilds a study from.
 STUDY_CONFIG = "hpo_config"  # the resolved config (`stored_config`)
@@ -42,17 +42,10 @@ DEVICES = "devices"  # the device ids it leased
 HOST = "host"
 OPTUNA_VERSION = "optuna_version"
 CURVE = "curve"  # the learning curve of a completed trial (others: hpo.store.curves)
-# The TrialResult fields stored one attribute each (the dashboard lists them), in METRICS order.
-RESULT_ATTRS: tuple[str, ...] = (
-    *(metric.name for metric in METRICS),
-    "device",
-    "device_name",
-    "n_devices",
-    "dtype",
-    "torch_version",
-    "data_fingerprint",
-    "sample",
-)
+# The TrialResult fields stored one attribute each (the dashboard lists them); the curve
+# is stored as CURVE.
+RESULT_ATTRS: tuple[str, ...] = tuple(f.name for f in fields(TrialResult) if f.name != "curve")
+CONSTRAINT = "infeasible"  # the trial's constraint: 1 when its configuration cannot run here, else 0
 
 # --- Trial system attributes: bookkeeping that Optuna copies into a lost trial's retry.
 STATE_FILES = "hpo:state"  # [(trial number, file name), ...] of its training states (hpo.store.states)

@@ -40,12 +40,18 @@ from hpo.config.search_space import Param, SearchSpace
 from hpo.record.attrs import read_rung
 from hpo.store.optuna_internals import StudyView, read_trials
 
+# The model-based samplers: their options (sampler/tpe.yaml, gp.yaml) have a view of
+# pruned trials and a random share; NSGA-II/III and random search have neither.
+MODEL_BASED = ("tpe", "gp")
+
 
 def build_sampler(config: SamplerConfig, seed: int) -> BaseSampler:
     """The configured Optuna sampler, with its view of pruned trials and its random share
-    if so configured. Constraints come from `trial.set_constraint`."""
+    if it is model-based and so configured. Constraints come from `trial.set_constraint`."""
     seed %= 2**32  # NumPy's limit, which the offsets of continued studies and joining workers can pass
     sampler = _optuna_sampler(config, seed)
+    if config.name not in MODEL_BASED:
+        return sampler
     if config.pruned_trials == "observed":
         sampler = AsObserved(sampler)
     return RandomShare(sampler, config.random_fraction, seed) if config.random_fraction else sampler

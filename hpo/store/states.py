@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial
 from hpo.config.settings import StorageConfig
 from hpo.config.training import RUNG_STATE
 from hpo.record.attrs import STATE_FILES
+from hpo.store.optuna_internals import trial_id
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class StateFolder:
         inherited = trial.system_attrs.get(STATE_FILES, [])
         existing = [(number, name) for number, name in inherited if (self.path / name).is_file()]
         own = (trial.number, f"trial-{trial.number}-{uuid.uuid4().hex[:12]}.pt")
-        storage.set_trial_system_attr(trial._trial_id, STATE_FILES, [own, *existing[:1]])
+        storage.set_trial_system_attr(trial_id(trial), STATE_FILES, [own, *existing[:1]])
         if not existing:
             return StateFiles(self.path / own[1])
         number, name = existing[0]

@@ -36,8 +36,6 @@ from hpo.trainer.feasibility import infeasible_reason
 from hpo.trainer.hardware import device_pool
 from hpo.trainer.launch import TrialFailure, run_isolated
 
-CONSTRAINT = "infeasible"
-
 
 def trial_seed(study_seed: int, number: int) -> int:
     """A distinct, reproducible seed per trial of a study."""
@@ -166,7 +164,7 @@ def _run_trial(
         reason = str(exc)
     if reason is not None:
         attrs.write_provenance(trial)
-        trial.set_constraint(CONSTRAINT, 1.0)
+        trial.set_constraint(attrs.CONSTRAINT, 1.0)
         return _finish(study, trial, TrialState.PRUNED, reason=(Reason.INFEASIBLE, reason))
     rungs = config.pruner.rungs(spec.budget.tokens or 0) if config.pruner.name == "moasha" else []
     spec = replace(spec, train=replace(spec.train, eval_tokens=tuple(rungs)))
@@ -196,7 +194,7 @@ def _run_trial(
 
             def describe() -> None:  # written while the ranks train, not before
                 attrs.write_provenance(trial)
-                trial.set_constraint(CONSTRAINT, 0.0)
+                trial.set_constraint(attrs.CONSTRAINT, 0.0)
                 attrs.write_run(trial, spec.train.seed, spec.to_dict(), devices)
 
             result = run_isolated(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.record.attrs import read_reason, retried_numbers, target
+from hpo.record.attrs import read_reason, retried_numbers
 from hpo.record.outcome import LOST_REASONS, Reason
 
 
@@ -32,6 +32,3 @@ def ran(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 def counted_trials(study: optuna.Study) -> int:
     """Trials that took a slot of the target: started, and not lost."""
     return sum(1 for t in slot_takers(study.get_trials(deepcopy=False)) if t.state != TrialState.WAITING)
-
-
-__all__ = ["counted_trials", "ran", "slot_takers", "target"]

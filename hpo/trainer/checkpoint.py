@@ -25,12 +25,17 @@ from hpo.record.outcome import EvalEvent
 from hpo.trainer.data import Tokenizer
 from hpo.trainer.model import GPT
 
+# Models of a format before 2 used a sinusoidal position table 35x larger (hpo.trainer.model).
+# Their weights were trained against it, and the table is rebuilt on load, not stored.
+MODEL_FORMAT = 2
+
 
 def save_checkpoint(path: str | Path, model: GPT, config: RunSpec, tokenizer: Tokenizer) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
+            "format": MODEL_FORMAT,
             "model": model.state_dict(),
             "config": replace(config, model=model.config).to_dict(),
             "tokenizer": tokenizer.to_dict(),
@@ -50,6 +55,7 @@ def load_checkpoint(path: str | Path) -> tuple[GPT, RunSpec, Tokenizer]:
     if not isinstance(state, dict) or not {"model", "config", "tokenizer"} <= state.keys():
         raise HpoError(f"{str(path)!r} is not an hpo checkpoint (it lacks model, config or tokenizer)")
     config = build(RunSpec, state["config"])
+    _check_model_format(state.get("format", 1), config, path)
     model = GPT(config.model)
     try:
         model.load_state_dict(state["model"])
@@ -60,7 +66,10 @@ def load_checkpoint(path: str | Path) -> tuple[GPT, RunSpec, Tokenizer]:
     return model, config, build(Tokenizer, state["tokenizer"])
 
 
-STATE_FORMAT = 2  # 2: the clock keeps every timed step's seconds, which hpo.trainer.loop's throughput reads
+# 3: the model's sinusoidal table is scaled (MODEL_FORMAT 2); 2: the clock keeps every timed
+# step's seconds, which hpo.trainer.loop's throughput reads. A state of format 2 resumes
+# unless its model has the old sinusoidal table.
+STATE_FORMAT = 3
 # TrainSettings fields that say where and how a run executes, not what it computes: a state
 # resumes under other values of these (another device, thread count or output path).
 PLACEMENT = frozenset(
@@ -159,8 +168,10 @@ def load_state(path: str | Path, config: RunSpec) -> TrainState:
         ) from None
     except Exception as exc:  # torch raises several unrelated types for a bad file
         raise HpoError(f"train.resume_from={str(path)!r} is not an hpo run state ({type(exc).__name__})") from None
-    if not isinstance(data, dict) or data.pop("format", None) != STATE_FORMAT or data.keys() != _STATE_FIELDS:
+    fmt = data.pop("format", None) if isinstance(data, dict) else None
+    if fmt not in (2, STATE_FORMAT) or data.keys() != _STATE_FIELDS:
         raise HpoError(f"train.resume_from={str(path)!r} is not an hpo run state of format {STATE_FORMAT}")
+    _check_model_format(1 if fmt == 2 else MODEL_FORMAT, config, path)
     state = TrainState(**data)
     differing = differences(state.config, run_identity(config))
     if differing:
@@ -169,3 +180,13 @@ def load_state(path: str | Path, config: RunSpec) -> TrainState:
             "resume with the config that saved it"
         )
     return state
+
+
+def _check_model_format(fmt: int, config: RunSpec, path: str | Path) -> None:
+    """HpoError for weights trained against the unscaled sinusoidal table: they would be
+    read against the scaled one and predict nothing like the model that was saved."""
+    if fmt < MODEL_FORMAT and config.model.pos_encoding == "sinusoidal":
+        raise HpoError(
+            f"{str(path)!r} holds a model trained with the earlier, unscaled sinusoidal position table, "
+            "which hpo no longer builds; train it again"
+        )

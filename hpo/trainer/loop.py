@@ -2,7 +2,7 @@
 
 `train(config, on_eval) -> TrialResult` is a plain function with no Optuna in it: the
 study layer maps trial parameters to a `RunSpec` and the result to objective values
-(both plain values in hpo.config.training, which loads without torch).
+(plain values in hpo.config.training and hpo.record.outcome, which load without torch).
 
 Throughput is measured the way a careful benchmark would: only training steps count,
 the first `timing_warmup_steps` (allocator warm-up, lazy init, autotuning) and every

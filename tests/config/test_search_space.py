@@ -3,6 +3,7 @@ RunSpec; every mistake in a spec is an HpoError that names the key."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -14,6 +15,7 @@ from hpo.config.compose import compose, hpo_config, run_spec
 from hpo.config.search_space import PARAM_TARGETS, SearchSpace, plain_params
 from hpo.config.training import RunSpec
 from hpo.errors import HpoError
+from hpo.record.attrs import config_from_stored, stored_config
 from hpo.search.samplers import suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -295,3 +297,23 @@ def test_a_baseline_of_a_conditional_space_is_checked_against_its_branch() -> No
 def test_bad_conditional_entries(spec: dict, fragment: str) -> None:
     with pytest.raises(HpoError, match=re.escape(fragment)):
         SearchSpace.from_dict(spec)
+
+
+def test_a_conditional_entry_on_numeric_choices_survives_the_stored_config() -> None:
+    """A study stores its config as JSON, where a choice 2 becomes the key "2"."""
+    overrides = [
+        "search_space.n_head={choices: [2, 4]}",
+        "+search_space.dropout={n_head: {2: 0.0, 4: {choices: [0.0, 0.1]}}}",
+    ]
+    config = hpo_config(compose(overrides))
+    stored = json.loads(json.dumps(stored_config(config)))
+    space = config_from_stored(stored).space
+    assert space == config.space
+    dropout = next(p for p in space.params if p.name == "dropout")
+    assert [value for value, _ in dropout.branches] == [2, 4]
+
+
+def test_a_fixed_branch_is_checked_before_any_study() -> None:
+    spec = {**CONDITIONAL, "weight_decay": {"optimizer": {"adamw": {"low": 0.0, "high": 0.2}, "sgd": -1.0}}}
+    with pytest.raises(HpoError, match=r"optim\.weight_decay=-1\.0 must be >= 0"):
+        hpo_config({**compose([]), "search_space": spec})

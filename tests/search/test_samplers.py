@@ -135,3 +135,11 @@ def test_every_sampler_draws_a_conditional_space_branch_by_branch(name: str) -> 
         assert low <= values["lr"] <= high, values
         assert values["weight_decay"] == 0.0 or values["optimizer"] == "adamw", values
     assert {v["optimizer"] for v in drawn} == set(ranges)
+
+
+@pytest.mark.parametrize("name", ["nsga2", "nsga3", "random"])
+def test_samplers_that_are_not_model_based_are_optunas_own(name: str) -> None:
+    """Only TPE and GP have a view of pruned trials and a random share (their options set
+    them); NSGA-II/III build generations from completed trials, as Optuna's do."""
+    sampler = build_sampler(hpo_config(compose([f"sampler={name}"])).sampler, 0)
+    assert not isinstance(sampler, (AsObserved, RandomShare))

@@ -46,7 +46,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, builtin: Dataset) -> tuple
 def test_checkpoint_is_readable_without_pickle(trained) -> None:
     path, _, _ = trained
     state = torch.load(path, weights_only=True)
-    assert set(state) == {"model", "config", "tokenizer"}
+    assert set(state) == {"format", "model", "config", "tokenizer"}
     assert all(isinstance(v, torch.Tensor) for v in state["model"].values())
     assert state["config"]["model"]["pos_encoding"] == "rope"
 
@@ -266,3 +266,29 @@ def test_missing_or_foreign_state_is_a_user_error(tmp_path: Path, builtin: Datas
     torch.save({"format": STATE_FORMAT, "model": {}}, garbage)  # the right format, but a part missing
     with pytest.raises(HpoError, match="is not an hpo run state"):
         train(_with(config, resume_from=str(garbage)), dataset=builtin)
+
+
+def test_files_from_before_the_scaled_sinusoidal_table_are_refused_only_for_that_table(
+    tmp_path: Path, builtin: Dataset
+) -> None:
+    """A sinusoidal model's weights were trained against the table it was built with, which
+    is rebuilt on load: one saved with the old, 35x larger table is refused, by name."""
+    for pos_encoding in ("sinusoidal", "learned"):
+        config = _resumable()
+        config = replace(config, model=replace(config.model, pos_encoding=pos_encoding), budget=BudgetConfig(steps=4))
+        model, state = tmp_path / f"{pos_encoding}.pt", tmp_path / f"{pos_encoding}-run.pt"
+        train(_with(config, checkpoint=str(model), save_state=str(state)), dataset=builtin)
+        old = torch.load(model, weights_only=True)
+        del old["format"]  # as saved before the table was scaled
+        torch.save(old, model)
+        old = torch.load(state, weights_only=True)
+        old["format"] = 2
+        torch.save(old, state)
+        if pos_encoding == "sinusoidal":
+            with pytest.raises(HpoError, match="unscaled sinusoidal position table"):
+                load_checkpoint(model)
+            with pytest.raises(HpoError, match="unscaled sinusoidal position table"):
+                train(_with(config, resume_from=str(state)), dataset=builtin)
+        else:  # nothing else changed: such files go on working
+            load_checkpoint(model)
+            train(_with(config, resume_from=str(state)), dataset=builtin)
