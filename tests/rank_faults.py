@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 
 from hpo.config.training import RunSpec
@@ -83,5 +84,14 @@ def sigkill_on_rank_1(config: RunSpec, on_eval: OnEval | None) -> TrialResult:
     """Rank 1 is SIGKILLed, as the kernel's out-of-memory killer would do."""
     if _record_pid(config) == 1:
         os.kill(os.getpid(), signal.SIGKILL)
+    _wait_for_peers()
+    raise AssertionError("unreachable")
+
+
+def allocate_too_much_on_rank_1(config: RunSpec, on_eval: OnEval | None) -> TrialResult:
+    """Rank 1 asks torch's CPU allocator for 4 TiB, which it really refuses (a plain
+    RuntimeError, not torch.OutOfMemoryError, on the CPU)."""
+    if _record_pid(config) == 1:
+        torch.empty(2**42, dtype=torch.uint8)
     _wait_for_peers()
     raise AssertionError("unreachable")

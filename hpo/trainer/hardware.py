@@ -117,15 +117,23 @@ def cpu_peak_flops(cache_dir: Path | None = None) -> float:
     return float(cached[key])
 
 
-def measure_matmul_flops(size: int = 1024, seconds: float = 0.3) -> float:
-    """Best observed fp32 matmul FLOP/s over short repeated bursts (noise only slows)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def measure_matmul_flops(
+    size: int = 1024, seconds: float = 0.3, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> float:
+    """Best observed matmul FLOP/s over short repeated bursts (noise only slows): fp32 on
+    the CPU unless told otherwise; a CUDA device is synchronized before each reading."""
+    device = device or torch.device("cpu")
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     for _ in range(2):
         a @ b
+    sync()
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
         for _ in range(4):
             a @ b
+        sync()
         best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start))
     return best

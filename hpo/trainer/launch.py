@@ -236,7 +236,8 @@ def _classify(exc: Exception) -> tuple[Reason, str]:
         return Reason.INVALID, str(exc)
     if isinstance(exc, MemoryError):
         return Reason.OUT_OF_MEMORY, "out of host memory"
-    if isinstance(exc, torch.OutOfMemoryError):
+    # torch's CPU allocator reports a failed allocation as a plain RuntimeError, not OutOfMemoryError.
+    if isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "DefaultCPUAllocator" in str(exc)):
         return Reason.OUT_OF_MEMORY, str(exc).splitlines()[0]
     frame = traceback.extract_tb(exc.__traceback__)[-1]
     return Reason.CRASHED, f"{type(exc).__name__}: {exc} (at {os.path.basename(frame.filename)}:{frame.lineno})"

@@ -247,6 +247,12 @@ def test_a_rank_that_raises_fails_the_trial_with_its_message(tmp_path: Path) -> 
     assert "rank 1" in failure.message and "boom" in failure.message, failure.message
 
 
+def test_a_rank_out_of_cpu_memory_fails_the_trial_as_out_of_memory(tmp_path: Path) -> None:
+    failure = run_fault(rank_faults.allocate_too_much_on_rank_1, tmp_path / "pids")
+    assert failure.reason == "out_of_memory", failure.message
+    assert "rank 1" in failure.message and "can't allocate memory" in failure.message, failure.message
+
+
 def test_the_cause_is_reported_not_the_peers_consequence(tmp_path: Path) -> None:
     """Rank 1 raises while the parent is busy in on_eval (a slow database write, say) and
     rank 0's collective fails because of it: the trial must name rank 1's error."""
