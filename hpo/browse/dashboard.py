@@ -17,13 +17,17 @@ import ipaddress
 import socket
 import sys
 import warnings
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 
 from hpo.errors import HpoError
-from hpo.store.storage import open_storage, redact
+from hpo.store import grpc
+from hpo.store.artifacts import beside
+from hpo.store.storage import open_storage, parse_url, redact, sqlite_file
 
 # A viewer opens the storage as workers do (hpo.store.storage), with Optuna's experimental heartbeat
 # arguments, whose warnings would precede every message and break the one-line errors.
@@ -87,14 +91,25 @@ def bind(host: str, port: int) -> WSGIServer:
         raise HpoError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def serve(url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Serve optuna-dashboard on the database at `url` until interrupted."""
+def artifact_store(url: str, artifacts: str | None) -> FileSystemArtifactStore | None:
+    """The store of the studies' kept models (hpo.store.artifacts) that the Artifacts tab
+    reads: `artifacts`, else a SQLite database's `-artifacts` folder if it exists."""
+    if artifacts is not None:
+        if not Path(artifacts).is_dir():
+            raise HpoError(f"--artifacts {artifacts} is not a folder; give the folder the studies keep their models in")
+        return FileSystemArtifactStore(artifacts)
+    folder = beside(sqlite_file(parse_url(url))) if not grpc.is_grpc(url) else None
+    return FileSystemArtifactStore(folder) if folder is not None and folder.is_dir() else None
+
+
+def serve(url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, artifacts: str | None = None) -> None:
+    """Serve optuna-dashboard on the database at `url` (and the models in `artifacts`) until interrupted."""
     import optuna_dashboard
 
     server = bind(host, port)
     try:
         storage = open_storage(url, must_exist=True)
-        server.set_app(optuna_dashboard.wsgi(storage))
+        server.set_app(optuna_dashboard.wsgi(storage, artifact_store=artifact_store(url, artifacts)))
         warning = exposure_warning(host, port)
         if warning:
             print(warning, file=sys.stderr, flush=True)

@@ -7,11 +7,13 @@ import io
 import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.browse.ranking import ranking_text
 from hpo.browse.tables import format_table
 from hpo.config.search_space import plain_params
 from hpo.record.attrs import CONFIG, read_continuation, read_message, read_reason, read_rung, target
@@ -79,7 +81,8 @@ def show_text(study: optuna.Study) -> str:
             best = max(trials, key=lambda t: t.values[i])
             params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(plain_params(best.params).items()))
             parts.append(f"best {name}: trial {best.number} ({_fmt(best.values[i])}) {params}")
-    return "\n".join(parts + outcome_lines(every))
+    ranking = ranking_text(study, names)
+    return "\n".join(parts + outcome_lines(every) + ([f"\n{ranking}"] if ranking else []))
 
 
 def outcome_lines(trials: Sequence[FrozenTrial]) -> list[str]:
@@ -132,18 +135,55 @@ def _compute_text(trials: Sequence[FrozenTrial]) -> str | None:
     return text
 
 
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as hpo reads it back: its objective values by name (None unless complete),
+    its parameters as the search space names them, and every attribute hpo stored with it
+    (the metrics of hpo.record.outcome.TrialResult, `config`, `curve`, `failure_reason`...)."""
+
+    number: int
+    state: str
+    values: dict[str, float] | None
+    params: dict[str, Any]
+    user_attrs: dict[str, Any]
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """The resolved training config the trial ran (None if it never started)."""
+        return self.user_attrs.get(CONFIG)
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """A stored study's trials and its Pareto front (feasible complete trials that no other
+    beats on every objective), best first by the first objective."""
+
+    name: str
+    objectives: list[str]
+    trials: list[TrialRecord]
+    front: list[TrialRecord]
+
+    def trial(self, number: int) -> TrialRecord:
+        return next(t for t in self.trials if t.number == number)
+
+
+def study_results(study: optuna.Study) -> StudyResults:
+    names = objective_names(study)
+    trials = [_record(t, names) for t in study.get_trials(deepcopy=False)]
+    front = sorted(study.best_trials, key=lambda t: -t.values[0])
+    return StudyResults(study.study_name, names, trials, [trials[t.number] for t in front])
+
+
+def _record(trial: FrozenTrial, names: Sequence[str]) -> TrialRecord:
+    complete = trial.state == TrialState.COMPLETE
+    values = dict(zip(names, trial.values, strict=True)) if complete else None
+    return TrialRecord(trial.number, trial.state.name, values, plain_params(trial.params), trial.user_attrs)
+
+
 def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
     """The JSON export contract: number, state, values (null unless complete), params, user_attrs."""
-    return [
-        {
-            "number": t.number,
-            "state": t.state.name,
-            "values": t.values if t.state == TrialState.COMPLETE else None,
-            "params": plain_params(t.params),
-            "user_attrs": t.user_attrs,
-        }
-        for t in study.get_trials(deepcopy=False)
-    ]
+    records = study_results(study).trials
+    return [{**asdict(r), "values": list(r.values.values()) if r.values else None} for r in records]
 
 
 def export(study: optuna.Study, fmt: str) -> str:

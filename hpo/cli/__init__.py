@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "run": (_command("run", "studies", trains=True), "create a study (or continue one of the same name) and run it"),
     "resume": (_command("resume", "studies", trains=True), "continue a stored study from the database alone"),
     "worker": (_command("worker", "studies", trains=True), "join a running study"),
+    "retrain": (_command("retrain", "studies", trains=True), "train a study's Pareto front again at a new budget"),
     "proxy": (_command("proxy", "browsing"), "serve a database to many workers through Optuna's gRPC proxy"),
     "studies": (_command("studies", "browsing"), "list the studies in a database"),
     "show": (_command("show", "browsing"), "Pareto front and best trials of a study"),

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
+from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpo.browse import dashboard
 from hpo.browse.results import export, show_text, studies_table
@@ -22,6 +23,7 @@ from hpo.errors import HpoError
 from hpo.store import grpc
 from hpo.store.storage import DATABASE_URLS, open_storage, redact, resolve_url
 from hpo.study.lifecycle import find_study
+from hpo.study.models import study_models, trial_model
 
 
 def cmd_dashboard(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
@@ -34,8 +36,13 @@ def cmd_dashboard(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument(
         "--port", type=int, default=dashboard.DEFAULT_PORT, help=f"port to listen on (default {dashboard.DEFAULT_PORT})"
     )
+    parser.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        help="folder of the studies' kept models, for the Artifacts tab (default: a SQLite database's -artifacts)",
+    )
     args = parser.parse_intermixed_args(argv)
-    dashboard.serve(resolve_url(args.storage), args.host, args.port)
+    dashboard.serve(resolve_url(args.storage), args.host, args.port, artifacts=args.artifacts)
     return 0
 
 
@@ -79,15 +86,46 @@ def cmd_show(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_export(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
-    parser.add_argument("--format", required=True, choices=("csv", "json"))
+    parser.add_argument("--format", choices=("csv", "json"), help="the trials' table as CSV or JSON")
     parser.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    parser.add_argument("--trial", type=int, metavar="N", help="with --model: the trial whose kept model to write")
+    parser.add_argument("--model", metavar="FILE", help="write trial N's kept model to FILE (a checkpoint)")
+    parser.add_argument("--artifacts", metavar="DIR", help="folder of the kept models (default: the study's)")
     study, args = _named_study(argv, parser)
+    if args.model is not None or args.trial is not None:
+        return _export_model(study, args)
+    if args.format is None:
+        raise HpoError("hpo export needs --format csv|json (the trials' table) or --trial N --model FILE (a model)")
     text = export(study, args.format)
     if args.output:
         with open(args.output, "w") as handle:
             handle.write(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _export_model(study: optuna.Study, args: argparse.Namespace) -> int:
+    """`hpo export NAME --trial N --model FILE`: a kept model, as the trial's run saved it."""
+    if args.model is None or args.trial is None:
+        raise HpoError("--trial N and --model FILE go together: hpo export NAME --trial N --model FILE")
+    if args.format is not None or args.output is not None:
+        raise HpoError("--model FILE writes a model, --format and --output a table: give one or the other")
+    folder = study_models(study, resolve_url(args.storage), args.artifacts)
+    model = trial_model(study, args.trial)
+    path = Path(args.model)
+    if not path.parent.is_dir():
+        raise HpoError(f"--model {args.model}: folder {str(path.parent)!r} does not exist")
+    try:
+        folder.download(model, path)
+    except ArtifactNotFound:
+        raise HpoError(
+            f"trial {args.trial}'s model ({model.artifact_id}) is not in {folder.path}; "
+            "give the folder the workers kept it in: --artifacts DIR"
+        ) from None
+    except OSError as exc:
+        raise HpoError(f"--model {args.model}: cannot write it ({exc.strerror}); give a writable file path") from None
+    print(f"trial {args.trial}'s model: {path}")
     return 0
 
 

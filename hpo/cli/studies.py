@@ -1,32 +1,22 @@
-"""`hpo run | resume | worker`: run studies from the command line."""
+"""`hpo run | resume | retrain | worker`: run studies from the command line, through hpo.api."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
+import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpo.browse.publisher import Publisher
+from hpo import api
 from hpo.browse.results import objective_names, show_text, trial_line
 from hpo.cli.parsing import STORAGE_HELP, with_overrides
-from hpo.config.compose import compose, hpo_config
-from hpo.config.settings import HpoConfig
 from hpo.errors import HpoError
-from hpo.record.attrs import DATA_FINGERPRINT, TARGET, target
-from hpo.store.locks import study_lock
-from hpo.store.storage import Storage, open_storage, redact, resolve_url, wait_for_storage
-from hpo.study.lifecycle import create_or_continue, load_existing
-from hpo.study.objective import states_of
+from hpo.record.attrs import target
+from hpo.store.storage import redact, resolve_url
 from hpo.study.slots import counted_trials
-from hpo.study.worker import run_worker
-from hpo.trainer.data import load_dataset
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -39,13 +29,18 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 class _Progress:
-    """A bar over the study's trials, with each finished trial on a line of its own."""
+    """Each finished trial on a line of its own, under a bar over the study's trials when
+    the output is a terminal (a bar in a log file is noise)."""
 
-    def __init__(self, study: optuna.Study, quiet: bool) -> None:
-        self.study, self.quiet = study, quiet
-        self.names = objective_names(study)
+    def __init__(self, quiet: bool, bar: bool = True) -> None:
+        self.quiet, self.want_bar = quiet, bar and not quiet and sys.stderr.isatty()
+        self.study: optuna.Study | None = None
+        self.names: list[str] = []
         self.bar = None
-        if not quiet and sys.stderr.isatty():  # a bar in a log file is noise: lines only
+
+    def open(self, study: optuna.Study) -> None:
+        self.study, self.names = study, objective_names(study)
+        if self.want_bar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=target(study), initial=counted_trials(study), unit="trial", dynamic_ncols=True)
@@ -54,7 +49,7 @@ class _Progress:
         if self.quiet:
             return
         line = trial_line(trial, self.names)
-        if self.bar is None:
+        if self.bar is None or self.study is None:
             print(line, flush=True)
             return
         self.bar.write(line)
@@ -66,62 +61,25 @@ class _Progress:
             self.bar.close()
 
 
-def _check_workers(n: int) -> None:
-    if n < 1:
-        raise HpoError(f"--n-workers={n} must be at least 1")
+def _follow(args: argparse.Namespace, url: str, verb: str, run: Callable[..., optuna.Study]) -> int:
+    """Run a study through `run` (an hpo.api function with its study arguments bound) with
+    the command's workers and timeout: its line, a line per trial (and a bar on a terminal),
+    then what `hpo show` prints and where to browse it."""
+    progress = _Progress(args.quiet)
 
+    def start(study: optuna.Study) -> None:
+        if not args.quiet:
+            print(f"{verb} {study.study_name} in {redact(url)}: {counted_trials(study)}/{target(study)} trials")
+        progress.open(study)
 
-def _work(
-    study: optuna.Study,
-    storage: Storage,
-    config: HpoConfig,
-    url: str,
-    args: argparse.Namespace,
-) -> None:
-    """Run this process as one worker and start the other K-1 as `hpo worker` processes."""
-    _check_workers(args.n_workers)
-    env = {**os.environ, "HPO_STORAGE": url}  # the URL travels in the environment, not in `ps`
-    command = [sys.executable, "-m", "hpo", "worker", study.study_name, "--quiet"]
-    if args.timeout is not None:
-        command += ["--timeout", str(args.timeout)]
-    helpers = [subprocess.Popen(command, env=env) for _ in range(args.n_workers - 1)]
-    progress = _Progress(study, args.quiet)
     try:
-        with Publisher(study, storage) as publish:
-
-            def on_trial(trial: FrozenTrial) -> None:
-                publish(trial)
-                progress(trial)
-
-            run_worker(study, storage, config, timeout=args.timeout, on_trial=on_trial)
+        study = run(n_workers=args.n_workers, timeout=args.timeout, on_start=start, on_trial=progress)
     finally:
         progress.close()
-        for helper in helpers:
-            try:
-                helper.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                helper.kill()
-    failed = [h.returncode for h in helpers if h.returncode not in (0, None)]
-    if failed:
-        print(f"warning: {len(failed)} worker process(es) exited with status {failed}", file=sys.stderr)
     if not args.quiet:
         print(f"\n{show_text(study)}")
         print(f"\nbrowse it: hpo dashboard --storage {redact(url)}")
-
-
-def _open(url: str, config: HpoConfig | None = None, *, must_exist: bool = True) -> Storage:
-    """The storage; except where a study is created, a SQLite file that is not there is an error."""
-    return open_storage(url, config.storage if config else None, must_exist=must_exist)
-
-
-def _verify_data(study: optuna.Study, config: HpoConfig) -> None:
-    fingerprint = load_dataset(config.data).fingerprint
-    if study.user_attrs.get(DATA_FINGERPRINT) != fingerprint:
-        raise HpoError(
-            f"study {study.study_name!r} was made on data with fingerprint "
-            f"{str(study.user_attrs.get(DATA_FINGERPRINT))[:12]}, but {config.data.source!r} "
-            f"now has {fingerprint[:12]}; restore the data or start a new study"
-        )
+    return 0
 
 
 def cmd_run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
@@ -131,18 +89,15 @@ def cmd_run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
         "--create-only", action="store_true", help="create the study (or check it exists as configured) and exit"
     )
     args = parser.parse_intermixed_args(argv)
-    _check_workers(args.n_workers)
-    config = hpo_config(compose(args.overrides))
+    if args.n_workers < 1:
+        raise HpoError(f"--n-workers={args.n_workers} must be at least 1")
+    config = api.compose_config(args.overrides, config_dir=args.config_dir)
     url = resolve_url(args.storage, config.storage.url)
-    storage = _open(url, config, must_exist=False)
-    states_of(storage, config)  # a setting this database cannot serve is an error before the study exists
-    fingerprint = load_dataset(config.data).fingerprint
-    study = create_or_continue(config, storage, fingerprint)
-    if not args.quiet or args.create_only:
+    if args.create_only:
+        study = api.create_study(config, url)
         print(f"study {study.study_name} in {redact(url)}: {counted_trials(study)}/{target(study)} trials")
-    if not args.create_only:
-        _work(study, storage, config, url, args)
-    return 0
+        return 0
+    return _follow(args, url, "study", functools.partial(api.run_study, config, url))
 
 
 def cmd_resume(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
@@ -150,21 +105,20 @@ def cmd_resume(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("--n-trials", type=int, metavar="N", help="run N more trials (default: finish the target)")
     _add_run_flags(parser)
     args = parser.parse_intermixed_args(argv)
-    _check_workers(args.n_workers)
     url = resolve_url(args.storage)
-    study, config = load_existing(args.name, _open(url), url)
-    _verify_data(study, config)
-    storage = _open(url, config)  # with the study's own heartbeat settings
-    study = create_or_continue(config, storage, study.user_attrs[DATA_FINGERPRINT])
-    if args.n_trials is not None:
-        if args.n_trials < 1:
-            raise HpoError(f"--n-trials={args.n_trials} must be at least 1")
-        with study_lock(storage, study.study_name):
-            study.set_user_attr(TARGET, counted_trials(study) + args.n_trials)
-    if not args.quiet:
-        print(f"resuming {study.study_name} in {redact(url)}: {counted_trials(study)}/{target(study)} trials")
-    _work(study, storage, config, url, args)
-    return 0
+    return _follow(args, url, "resuming", functools.partial(api.resume_study, args.name, url, n_trials=args.n_trials))
+
+
+def cmd_retrain(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    parser.add_argument("name", help="the study whose front to train again")
+    parser.add_argument("--front", action="store_true", required=True, help="train the Pareto front's trials again")
+    parser.add_argument("--n", type=int, metavar="K", help="only the first K front trials by the first objective")
+    with_overrides(parser, stored=True)
+    _add_run_flags(parser)
+    args = parser.parse_intermixed_args(argv)
+    url = resolve_url(args.storage)
+    retrain = functools.partial(api.retrain_front, args.name, args.overrides, url, n=args.n)
+    return _follow(args, url, "retraining the front in", retrain)
 
 
 def cmd_worker(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
@@ -174,22 +128,11 @@ def cmd_worker(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("--quiet", action="store_true", help="no per-trial lines")
     parser.add_argument("--wait", type=float, default=60.0, metavar="S", help="wait up to S s for the database")
     args = parser.parse_intermixed_args(argv)
-    url = resolve_url(args.storage)
-    study, config = load_existing(args.name, wait_for_storage(url, timeout=args.wait), url)
-    _verify_data(study, config)
-    # Joining workers must not replay the first worker's sampler stream.
-    storage = _open(url, config)
-    study = create_or_continue(config, storage, study.user_attrs[DATA_FINGERPRINT], seed_offset=os.getpid())
-    names = objective_names(study)
-
-    def on_trial(trial: FrozenTrial) -> None:
-        publish(trial)
-        if not args.quiet:
-            print(trial_line(trial, names), flush=True)
-
-    with Publisher(study, storage) as publish:
-        run_worker(study, storage, config, timeout=args.timeout, on_trial=on_trial)
+    progress = _Progress(args.quiet, bar=False)
+    api.join_study(
+        args.name, args.storage, wait=args.wait, timeout=args.timeout, on_start=progress.open, on_trial=progress
+    )
     return 0
 
 
-__all__ = ["cmd_resume", "cmd_run", "cmd_worker"]
+__all__ = ["cmd_resume", "cmd_retrain", "cmd_run", "cmd_worker"]

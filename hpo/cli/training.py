@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from omegaconf import OmegaConf
 
 from hpo.browse.tables import format_table
-from hpo.cli.parsing import with_overrides
+from hpo.cli.parsing import STORAGE_HELP, with_overrides
 from hpo.config.compose import compose, hpo_config
 from hpo.errors import HpoError
 from hpo.record.outcome import EvalEvent, shown_metrics
@@ -17,7 +17,7 @@ from hpo.store.storage import redact
 
 def cmd_config(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     args = with_overrides(parser).parse_intermixed_args(argv)
-    composed = compose(args.overrides)
+    composed = compose(args.overrides, config_dir=args.config_dir)
     hpo_config(composed)  # validate before printing
     if composed["storage"].get("url"):
         composed["storage"]["url"] = redact(composed["storage"]["url"])
@@ -25,24 +25,42 @@ def cmd_config(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _trial_ref(value: str) -> tuple[str, int]:
+    """`STUDY:N` as (study name, trial number)."""
+    name, _, number = value.rpartition(":")
+    if not name or not number.isdigit():
+        raise HpoError(f"--from-trial={value!r} must be STUDY:N, a study name and a trial number (--from-trial=hpo:3)")
+    return name, int(number)
+
+
 def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
-    # torch, which `hpo config` does without
-    from hpo.trainer.feasibility import infeasible_reason
-    from hpo.trainer.launch import TrialFailure, run_isolated
-    from hpo.trainer.loop import train
+    from hpo import api  # torch, which `hpo config` does without
 
     with_overrides(parser)
     parser.add_argument("--checkpoint", metavar="PATH", help="save the trained model (same as train.checkpoint=PATH)")
+    parser.add_argument(
+        "--from-trial",
+        metavar="STUDY:N",
+        help="train trial N of STUDY again: the config and seed it trained with, then the overrides; "
+        "on the resources a study trial has (one pinned core per CPU rank), so tokens/s compares",
+    )
+    parser.add_argument("--storage", metavar="URL", help=f"with --from-trial: the study's {STORAGE_HELP}")
     parser.add_argument("--quiet", action="store_true", help="print only the final metrics")
     args = parser.parse_intermixed_args(argv)
     overrides = list(args.overrides)
     if args.checkpoint:
         overrides.append(f"train.checkpoint={args.checkpoint}")
-    composed = hpo_config(compose(overrides))
-    config = composed.training
-    reason = infeasible_reason(config, composed.resources)
-    if reason:
-        raise HpoError(reason)
+    trial = None
+    if args.from_trial:
+        if args.config_dir:
+            raise HpoError("--config-dir does not apply to --from-trial: the trial's config comes from its study")
+        name, number = _trial_ref(args.from_trial)
+        config = api.trial_config(name, number, overrides, args.storage)
+        trial = api.load_results(name, args.storage).trial(number)
+    elif args.storage:
+        raise HpoError("--storage names the study of --from-trial; without it, hpo train uses no database")
+    else:
+        config = api.compose_config(overrides, config_dir=args.config_dir)
 
     def show(event: EvalEvent) -> None:
         print(
@@ -52,17 +70,17 @@ def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
             flush=True,
         )
 
-    on_eval = None if args.quiet else show
-    if config.train.n_devices == 1:
-        result = train(config, on_eval=on_eval)
-    else:  # one process per device under torch.distributed
-        try:
-            result = run_isolated(config, on_eval=on_eval)
-        except TrialFailure as failure:
-            raise HpoError(str(failure)) from None
-    rows: list[tuple[str, object]] = [(m.heading, m.shown(v)) for m, v in shown_metrics(result.to_dict())]
-    rows.append(("device", f"{result.n_devices} x {result.device_name} ({result.device}, {result.dtype})"))
-    print(format_table(["metric", "value"], rows))
+    result = api.train(config, on_eval=None if args.quiet else show, pinned=trial is not None)
+    measured = shown_metrics(result.to_dict())
+    if trial is None:
+        rows: list[tuple[object, ...]] = [(m.heading, m.shown(v)) for m, v in measured]
+        rows.append(("device", f"{result.n_devices} x {result.device_name} ({result.device}, {result.dtype})"))
+        print(format_table(["metric", "value"], rows))
+    else:
+        stored = trial.user_attrs
+        rows = [(m.heading, m.shown(v), m.shown(stored[m.name]) if m.name in stored else "-") for m, v in measured]
+        rows.append(("device", f"{result.n_devices} x {result.device_name}", f"{stored.get('device_name', '-')}"))
+        print(format_table(["metric", "this run", f"{args.from_trial}"], rows))
     if result.sample:
         print(f"\nsample:\n{result.sample}")
     if config.train.checkpoint:

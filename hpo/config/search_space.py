@@ -8,6 +8,19 @@ A spec is either a fixed value or a distribution:
     n_devices: 1                               # fixed: not searched, still recorded
     lr: {optimizer: {adamw: {low: 1.0e-4, high: 3.0e-2, log: true},   # conditional: one spec
                      sgd: {low: 1.0e-2, high: 0.3, log: true}}}       # per choice of another
+    optim: {beta1: {low: 0.8, high: 0.95}}     # any config key: the entry optim.beta1
+
+An entry is named by a short name (PARAM_TARGETS: the knobs studies search most, short
+on the dashboard) or by any dotted key of the training config, `SECTION.FIELD` with a
+section of RunSpec and a field of its dataclass (CONFIG_KEYS, read off the dataclasses so
+that a field added there is searchable at once). The YAML form of a dotted entry is
+nested, `optim: {beta1: ...}`, which is also what a Hydra override makes of
+`+search_space.optim.beta1=...` (Hydra nests at dots); a literal `optim.beta1:` key means
+the same. A mapping under a section name is read as entries, at the top of the space and
+where a conditional entry names its parent (`optim: {name: {adamw: ..., sgd: ...}}`): no
+short name is a section name, so the two never meet. The dotted key is the entry's name
+and its Optuna parameter name. The training keys that hpo sets per trial itself
+(PER_TRIAL) cannot be searched, and two entries may not set one key.
 
 A conditional entry is sampled define-by-run, after the parameter it depends on, from the
 spec of the value that one took. Each branch has an Optuna parameter of its own
@@ -15,24 +28,26 @@ spec of the value that one took. Each branch has an Optuna parameter of its own
 hpo shows names it plainly (`plain_params`).
 
 Width is derived, never searched alone with the head count: `head_dim` gives
-`n_embd = n_head * head_dim`, so every sampled shape divides evenly. Names are short
-(they are the dashboard's parameter names) and map to config keys in PARAM_TARGETS.
-hpo.search.samplers suggests a point of the space through Optuna.
+`n_embd = n_head * head_dim`, so every sampled shape divides evenly. Values are checked by
+the dataclasses when `apply` builds a trial's RunSpec, so any key takes exactly the values
+the config accepts. hpo.search.samplers suggests a point of the space through Optuna.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_type_hints
 
 from hpo.config.structured import build
 from hpo.config.training import RunSpec
 from hpo.errors import HpoError
 
+# Short names of the knobs that studies search most, with the config keys they set.
 PARAM_TARGETS: dict[str, str] = {
     "n_layer": "model.n_layer",
     "n_head": "model.n_head",
@@ -51,6 +66,28 @@ PARAM_TARGETS: dict[str, str] = {
     "batch_size": "train.batch_size",
     "micro_batch_size": "train.micro_batch_size",
     "n_devices": "train.n_devices",
+}
+
+# Each section of the training config (model, data, optim, train, budget) with its fields.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    section.name: tuple(field.name for field in dataclasses.fields(get_type_hints(RunSpec)[section.name]))
+    for section in dataclasses.fields(RunSpec)
+}
+CONFIG_KEYS: tuple[str, ...] = tuple(f"{section}.{field}" for section, names in SECTIONS.items() for field in names)
+
+# Training keys that no search may vary, with why: those hpo sets for each trial itself, and
+# the data, which every trial of a study shares.
+PER_TRIAL: dict[str, str] = {
+    **{
+        key: "a study's trials share one corpus and validation set (its data fingerprint); run one study per corpus"
+        for key in CONFIG_KEYS
+        if key.startswith("data.")
+    },
+    "train.seed": "hpo seeds each trial from study.seed and the trial's number; set study.seed",
+    "train.eval_tokens": "hpo evaluates each trial at the pruner's rungs (pruner.min_tokens, pruner.eta)",
+    "train.save_state": "hpo keeps each trial's state in a file of its own (storage.states)",
+    "train.resume_from": "hpo resumes a lost or paused trial from its own state file",
+    "train.checkpoint": "every trial would write the same file; `hpo train ... train.checkpoint=PATH` keeps one run",
 }
 
 Kind = Literal["int", "float", "categorical", "fixed", "conditional"]
@@ -101,13 +138,66 @@ def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {name.split("[", 1)[0]: value for name, value in params.items()}
 
 
+def _target(name: Any) -> str | None:
+    """The config key that an entry called `name` sets, or None if no entry can be called so."""
+    return PARAM_TARGETS.get(name) or (name if name in CONFIG_KEYS else None)
+
+
+def _float_field(name: str) -> bool:
+    """Whether the config field that an entry named by its key sets is a float: `{low: 0,
+    high: 1}` is then the real interval, not the integers 0 and 1. Short names keep the
+    meaning that stored studies gave them (integer bounds, an integer range)."""
+    target = name if name in CONFIG_KEYS else None
+    if target is None:
+        return False
+    section, field = target.split(".")
+    hint = get_type_hints(get_type_hints(RunSpec)[section])[field]
+    return float in (get_args(hint) or (hint,))
+
+
+def _flatten(mapping: Mapping[Any, Any], where: str) -> dict[Any, Any]:
+    """`mapping` with each mapping under a section name (`optim: {beta1: ...}`) spread into
+    dotted keys (`optim.beta1`): the YAML and Hydra spelling of an entry, or a parent, named
+    by a config key. HpoError for a key given both ways, as neither would win plainly."""
+    flat: dict[Any, Any] = {}
+    for name, value in mapping.items():
+        nested = name in SECTIONS and isinstance(value, Mapping)
+        items = [(f"{name}.{field}", item) for field, item in value.items()] if nested else [(name, value)]
+        for dotted, item in items:
+            if dotted in flat:
+                section, _, field = dotted.partition(".")
+                raise HpoError(
+                    f"{where}.{dotted} is given twice, as {dotted} and as {section}: {{{field}: ...}}; keep one"
+                )
+            flat[dotted] = item
+    return flat
+
+
+def _check_name(name: Any, key: str) -> None:
+    """HpoError unless `name` is an entry that can be searched: a short name or a config key
+    that hpo does not set per trial. An unknown name is most often a typo: name the closest."""
+    if name in PER_TRIAL:
+        raise HpoError(f"{key} cannot be searched: {PER_TRIAL[name]}")
+    if _target(name) is not None:
+        return
+    searchable = [*PARAM_TARGETS, *(k for k in CONFIG_KEYS if k not in PER_TRIAL)]
+    close = difflib.get_close_matches(str(name), searchable, n=1)
+    sections = "/".join(f"{section}." for section in SECTIONS)
+    short = ", ".join(PARAM_TARGETS)
+    if close:
+        raise HpoError(
+            f"{key} is not a known parameter; did you mean {close[0]}? (short names: {short}, or any {sections} key)"
+        )
+    raise HpoError(f"{key} is not a known parameter; use a short name ({short}) or any {sections} key")
+
+
 def _parse_param(name: str, spec: Any) -> Param:
     key = f"search_space.{name}"
-    if name not in PARAM_TARGETS:
-        raise HpoError(f"{key} is not a known parameter; use one of {', '.join(PARAM_TARGETS)}")
+    _check_name(name, key)
     if not isinstance(spec, Mapping):
         return Param(name, "fixed", value=spec)
-    parents = [field for field in spec if field in PARAM_TARGETS]
+    spec = _flatten(spec, key)
+    parents = [field for field in spec if _target(field) is not None]
     if parents:
         return _parse_conditional(name, spec, parents)
     unknown = set(spec) - set(SPEC_FIELDS)
@@ -127,7 +217,8 @@ def _parse_param(name: str, spec: Any) -> Param:
     for bound, value in (("low", low), ("high", high)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise HpoError(f"{key}.{bound}={value!r} must be a finite number")
-    kind: Kind = "int" if isinstance(low, int) and isinstance(high, int) else "float"
+    integers = isinstance(low, int) and isinstance(high, int) and not _float_field(name)
+    kind: Kind = "int" if integers else "float"
     log = bool(spec.get("log", False))
     if low > high or (kind == "float" and low == high):
         raise HpoError(
@@ -196,10 +287,9 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> SearchSpace:
-        parsed = [_parse_param(name, value) for name, value in spec.items()]
+        parsed = [_parse_param(name, value) for name, value in _flatten(spec, "search_space").items()]
+        _check_distinct(parsed)
         by_name = {p.name: p for p in parsed}
-        if {"head_dim", "n_embd"} <= by_name.keys():
-            raise HpoError("search_space sets both head_dim and n_embd; keep one (head_dim derives the width)")
         parsed = [_resolve_conditional(p, by_name) if p.kind == "conditional" else p for p in parsed]
         if all(p.kind == "fixed" or (p.kind == "conditional" and _all_fixed(p)) for p in parsed):
             raise HpoError("search_space has no searched parameter; give at least one a range or choices")
@@ -210,6 +300,7 @@ class SearchSpace:
         """HpoError unless `values` (a baseline) is a point of this space: Optuna would
         silently drop a name it never suggests, or crash on a value outside the choices."""
         params = {p.name: p for p in self.params}
+        values = _flatten(values, key)
         for name, value in values.items():
             param = params.get(name)
             if param is None:
@@ -244,6 +335,7 @@ class SearchSpace:
     def optuna_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """A point of the space (plain names, a baseline's) under Optuna's parameter names."""
         params = {p.name: p for p in self.params}
+        values = _flatten(values, "point")
         return {
             params[name].optuna_name(values.get(params[name].parent or "")) if name in params else name: value
             for name, value in values.items()
@@ -252,12 +344,26 @@ class SearchSpace:
     def apply(self, base: RunSpec, values: Mapping[str, Any]) -> RunSpec:
         """`base` with the sampled values, re-validated; HpoError if they make it invalid."""
         merged = base.to_dict()
+        n_head = next((v for name, v in values.items() if _target(name) == "model.n_head"), base.model.n_head)
         for name, value in values.items():
-            section, key = PARAM_TARGETS[name].split(".")
-            if name == "head_dim":
-                value = values.get("n_head", base.model.n_head) * value
-            merged[section][key] = value
+            section, key = PARAM_TARGETS.get(name, name).split(".")
+            merged[section][key] = n_head * value if name == "head_dim" else value
         return build(RunSpec, merged)
+
+
+def _check_distinct(params: list[Param]) -> None:
+    """HpoError if two entries set one config key (`n_layer` and `model.n_layer`; `head_dim`
+    and `n_embd`): one would silently overwrite the other in every trial."""
+    names: dict[str, str] = {}
+    for param in params:
+        target = _target(param.name)
+        assert target is not None, "_parse_param admits named entries only"
+        if target in names:
+            why = " (head_dim derives the width)" if "head_dim" in (names[target], param.name) else ""
+            raise HpoError(
+                f"search_space sets both {names[target]} and {param.name}, which both set {target}; keep one{why}"
+            )
+        names[target] = param.name
 
 
 def _all_fixed(param: Param) -> bool:

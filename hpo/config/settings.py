@@ -17,6 +17,8 @@ from hpo.config.training import BudgetConfig, DataConfig, GPTConfig, OptimConfig
 from hpo.errors import HpoError
 
 OBJECTIVES: tuple[str, ...] = ("val_accuracy", "tokens_per_sec")
+# Which trained models a study keeps (`storage.keep_models`): none, the Pareto front's, every complete trial's.
+KEEP_MODELS: tuple[str, ...] = ("none", "front", "all")
 # The keys of the RunSpec part of a composed config.
 TRAIN_KEYS: tuple[str, ...] = ("model", "data", "optim", "train", "budget")
 
@@ -59,6 +61,11 @@ class StorageConfig:
     (hpo.store.states; by default beside a SQLite database); with `save_states` off, runs
     keep none (a large model's state costs seconds at every evaluation) and retries start
     over.
+
+    `keep_models` keeps the trained weights of complete trials as Optuna artifacts in
+    `artifacts` (hpo.store.artifacts; by default beside a SQLite database): `front` those of
+    the Pareto front's trials (a model goes when its trial leaves the front), `all` every
+    complete trial's, `none` none.
     """
 
     url: str | None = None
@@ -67,6 +74,8 @@ class StorageConfig:
     max_retry: int = 3
     states: str | None = None
     save_states: bool = True
+    keep_models: str = "front"
+    artifacts: str | None = None
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval < 1:
@@ -78,6 +87,11 @@ class StorageConfig:
             )
         if self.max_retry < 0:
             raise HpoError(f"storage.max_retry={self.max_retry} must be >= 0")
+        if self.keep_models not in KEEP_MODELS:
+            raise HpoError(
+                f"storage.keep_models={self.keep_models!r} is not an option; use storage.keep_models=front "
+                "(the Pareto front's models), all or none"
+            )
 
 
 @dataclass(frozen=True)

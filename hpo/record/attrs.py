@@ -30,12 +30,14 @@ STUDY_CONFIG = "hpo_config"  # the resolved config (`stored_config`)
 DATA_FINGERPRINT = "data_fingerprint"  # hash of the tokens and tokenizer (hpo.trainer.data)
 HPO_VERSION = "hpo_version"  # also a trial attribute: the version that ran the trial
 TARGET = "n_trials"  # trials that must reach an outcome; `hpo resume --n-trials` raises it
+RETRAIN_OF = "retrain_of"  # the study whose front `hpo retrain` trains again in this one
 
 # --- Trial user attributes (besides the TrialResult's scalar fields, `RESULT_ATTRS`).
 REASON = "failure_reason"  # a Reason, for a trial that did not complete
 MESSAGE = "failure_message"  # the reason in a sentence
 RUNG = "rung"  # RungRecord: where a rung stopped or paused the trial, and what it showed there
 CONTINUES = "continues"  # Continuation: the paused run this trial resumes (hpo.search.promotion)
+RETRAINS = "retrains"  # Source: the trial of another study that this one trains again (`hpo retrain`)
 SEED = "seed"
 CONFIG = "config"  # the trial's resolved RunSpec
 DEVICES = "devices"  # the device ids it leased
@@ -54,7 +56,7 @@ CURVE_POINT = "hpo:curve:"  # prefix of one learning-curve point each, behind th
 
 # Keys of the stored config that hpo gained after studies were stored, with the value that
 # an older study resumes with: the behaviour it was made with.
-KEYS_ADDED: dict[str, Any] = {"sampler.pruned_trials": "last"}
+KEYS_ADDED: dict[str, Any] = {"sampler.pruned_trials": "last", "storage.keep_models": "none"}
 
 
 def stored_config(config: HpoConfig) -> dict[str, Any]:
@@ -121,6 +123,35 @@ class Continuation:
 def read_continuation(trial: FrozenTrial) -> Continuation | None:
     data = trial.user_attrs.get(CONTINUES)
     return None if data is None else Continuation(int(data["trial"]), int(data["tokens"]), int(data["seed"]))
+
+
+@dataclass(frozen=True)
+class Source:
+    """The trial that a trial of a `hpo retrain` study trains again: its study, number and
+    seed (the retrain trains with it), and its objective values, by name, at the source's
+    budget: the ranking that `hpo show` compares the new one with."""
+
+    study: str
+    trial: int
+    seed: int
+    values: dict[str, float]
+
+    def as_attrs(self) -> dict[str, Any]:
+        """The user attributes of the queued trial that trains the source again."""
+        return {RETRAINS: asdict(self)}
+
+
+def read_source(trial: FrozenTrial) -> Source | None:
+    data = trial.user_attrs.get(RETRAINS)
+    if data is None:
+        return None
+    values = {str(name): float(value) for name, value in data["values"].items()}
+    return Source(str(data["study"]), int(data["trial"]), int(data["seed"]), values)
+
+
+# What a lost trial's retry keeps of its user attributes: the run it continues or trains
+# again. The rest describe the lost run and stay with it.
+CARRIED = (CONTINUES, RETRAINS)
 
 
 def write_reason(trial: optuna.Trial, reason: Reason, message: str) -> None:

@@ -12,16 +12,32 @@ from dataclasses import dataclass
 from typing import cast
 
 import optuna
+import sqlalchemy
+from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["BaseHeartbeat", "StudyView", "finished_trial", "read_trials", "study_storage", "trial_id"]
+__all__ = [
+    "ARTIFACTS_ATTR_PREFIX",
+    "BaseHeartbeat",
+    "StudyView",
+    "delete_trial_system_attr",
+    "finished_trial",
+    "read_trials",
+    "study_storage",
+    "trial_id",
+]
 
 # `BaseHeartbeat` (optuna.storages._heartbeat): the protocol through which Optuna's
 # `fail_stale_trials` finds and fails a dead worker's trials. hpo.store.grpc implements it
 # for the gRPC proxy client, which has none; there is no public base class to do so. Its
 # abstract methods include the private `_get_stale_trial_ids`.
+
+# `ARTIFACTS_ATTR_PREFIX` (optuna.artifacts._upload): `upload_artifact` records an artifact
+# as the trial system attribute `artifacts:<artifact id>`. hpo reads a trial's kept models
+# from the system attributes of trials it already holds (`get_all_artifact_meta` asks the
+# storage again, once per trial) and deletes that attribute when it drops a model.
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -79,3 +95,23 @@ def finished_trial(study: Study, trial: FrozenTrial) -> optuna.Trial:
     would do too, but it calls the sampler's `before_trial`, which must not run again on a
     finished trial; save_note reads only `storage`, `study` and the private `_trial_id`."""
     return cast(optuna.Trial, _TrialRef(study_storage(study), study, trial_id(trial)))
+
+
+_TRIAL_SYSTEM_ATTRIBUTES = sqlalchemy.table(
+    "trial_system_attributes", sqlalchemy.column("trial_id"), sqlalchemy.column("key")
+)
+
+
+def delete_trial_system_attr(storage: optuna.storages.RDBStorage, trial_id: int, key: str) -> None:
+    """Delete one system attribute of a trial, finished or not, with one SQL DELETE on
+    Optuna's `trial_system_attributes` table; nothing happens if it is not there.
+
+    Optuna has no API to delete an attribute, and refuses to write any attribute of a
+    finished trial (`check_trial_is_updatable`), while a model leaves the Pareto front when
+    its trial is long finished (hpo.study.models): its `artifacts:<id>` attribute must go with
+    the artifact, or the dashboard lists a model that no longer exists. Processes that hold
+    the trial in Optuna's cache of finished trials still see the attribute until they restart.
+    """
+    table = _TRIAL_SYSTEM_ATTRIBUTES
+    with storage.engine.begin() as connection:
+        connection.execute(sqlalchemy.delete(table).where(table.c.trial_id == trial_id).where(table.c.key == key))

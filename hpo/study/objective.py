@@ -32,6 +32,7 @@ from hpo.store.leases import DeviceLeases, FileLeases, Leases, lease_owner
 from hpo.store.optuna_internals import trial_id
 from hpo.store.states import RetryLostTrial, StateFiles, StateFolder, state_folder
 from hpo.store.storage import Storage, sqlite_file
+from hpo.study.models import KeptModels, models_of
 from hpo.trainer.feasibility import infeasible_reason
 from hpo.trainer.hardware import device_pool
 from hpo.trainer.launch import TrialFailure, run_isolated
@@ -44,10 +45,14 @@ def trial_seed(study_seed: int, number: int) -> int:
 
 def run_seed(trial: FrozenTrial, study_seed: int) -> int:
     """The seed a trial trains with: its own, or that of the run it goes on with (as the
-    retry of a lost trial, or the promotion of a paused one), so that it can resume it."""
+    retry of a lost trial, or the promotion of a paused one), so that it can resume it, or
+    that of the trial it trains again (`hpo retrain`), so that only the budget differs."""
     continuation = attrs.read_continuation(trial)
     if continuation is not None:
         return continuation.seed
+    source = attrs.read_source(trial)
+    if source is not None:
+        return source.seed
     origin = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
     return trial_seed(study_seed, trial.number if origin is None else origin)
 
@@ -82,23 +87,24 @@ class _Heartbeat:
 
 @dataclass(frozen=True)
 class TrialStores:
-    """What a trial writes besides Optuna's tables: device leases, learning curves and
-    training states (None: retries start over)."""
+    """What a trial writes besides Optuna's tables: device leases, learning curves,
+    training states (None: retries start over) and kept models (None: none kept)."""
 
     storage: Storage
     leases: Leases
     curves: Curves
     states: StateFolder | None
+    models: KeptModels | None = None
 
     @classmethod
     def open(cls, storage: Storage, config: HpoConfig) -> TrialStores:
-        states = states_of(storage, config)
+        states, models = states_of(storage, config), models_of(storage, config)
         if not isinstance(storage, optuna.storages.RDBStorage):  # a gRPC proxy: no SQL here
-            return cls(storage, FileLeases(), open_curves(storage), states)
+            return cls(storage, FileLeases(), open_curves(storage), states, models)
         # A lease outlives a few missed renewals, and expires before the grace period ends, so
         # the retry of a dead worker's trial finds its devices free.
         ttl = (config.storage.heartbeat_interval + config.storage.grace_period) / 2
-        return cls(storage, DeviceLeases(storage.engine, ttl=ttl), open_curves(storage), states)
+        return cls(storage, DeviceLeases(storage.engine, ttl=ttl), open_curves(storage), states, models)
 
 
 def states_of(storage: Storage, config: HpoConfig) -> StateFolder | None:
@@ -140,10 +146,10 @@ def run_trial(
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             stopped = _finish(study, trial, TrialState.FAIL, reason=(Reason.INTERRUPTED, "stopped by Ctrl-C"))
             # The retry carries the trial's system attributes (its state file) and the run it
-            # continues, if a promotion; the rest of its user attributes describe the stopped
-            # run, the reason above included, and stay with it.
+            # continues or trains again (attrs.CARRIED); the rest of its user attributes
+            # describe the stopped run, the reason above included, and stay with it.
             blank = copy.copy(stopped)
-            blank.user_attrs = {k: v for k, v in stopped.user_attrs.items() if k == attrs.CONTINUES}
+            blank.user_attrs = {k: v for k, v in stopped.user_attrs.items() if k in attrs.CARRIED}
             RetryLostTrial(config.storage.max_retry, stores.states)(study, blank)
         raise
 
@@ -172,6 +178,9 @@ def _run_trial(
     spec, resumed_at = _with_states(spec, files, stores.curves, study.study_name, trial.number)
     pool, _ = device_pool(config.resources)
     owner = lease_owner(study.study_name, trial.number)
+    # The run saves its model where stores.models keeps it from; the stored config does not name that file.
+    model_file = stores.models.checkpoint(trial.number) if stores.models is not None else None
+    run_spec = spec if model_file is None else replace(spec, train=replace(spec.train, checkpoint=str(model_file)))
     # A resumed run was judged at the rungs it had passed: the judge starts where it took over.
     judge = _Judge(study, trial, config, stores.curves, rungs, after_tokens=resumed_at)
 
@@ -198,7 +207,7 @@ def _run_trial(
                 attrs.write_run(trial, spec.train.seed, spec.to_dict(), devices)
 
             result = run_isolated(
-                spec,
+                run_spec,
                 on_eval=on_event,
                 timeout=config.study.trial_timeout,
                 device_ids=devices,
@@ -217,7 +226,13 @@ def _run_trial(
     _discard(files)
     attrs.write_result(trial, result)
     values = [getattr(result, name) for name in config.study.objectives]
-    return _finish(study, trial, TrialState.COMPLETE, values=values)
+    if stores.models is None or model_file is None:
+        return _finish(study, trial, TrialState.COMPLETE, values=values)
+    # Kept before the tell (Optuna writes no attribute of a finished trial), dropped after it.
+    stores.models.keep_if_worth_it(study, trial, values, model_file)
+    finished = _finish(study, trial, TrialState.COMPLETE, values=values)
+    stores.models.drop_stale(study)
+    return finished
 
 
 def _with_states(

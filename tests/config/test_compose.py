@@ -1,14 +1,16 @@
-"""Every file under study_configs/ composes into a valid RunSpec; bad overrides are user errors."""
+"""Every file under study_configs/ composes into a valid RunSpec; bad overrides are user errors;
+a user's config folder joins the search; apply_overrides gives what compose gives."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from hpo.config.compose import builtin_config_dir, compose, run_spec
+from hpo.config.compose import apply_overrides, builtin_config_dir, compose, run_spec
 from hpo.config.settings import TRAIN_KEYS
 from hpo.config.training import RunSpec
 from hpo.errors import HpoError
@@ -167,3 +169,154 @@ def test_compose_recovers_after_an_error() -> None:
     with pytest.raises(HpoError):
         compose(["optim=nope"])
     assert compose(["optim=sgd"])["optim"]["name"] == "sgd"
+
+
+# --------------------------------------------------------------------------------------------------
+# A user's config folder (--config-dir, $HPO_CONFIG_DIR); the CLI's side is tests/cli/test_config_dir.py
+
+
+def _user_folder(tmp_path: Path, files: dict[str, str]) -> Path:
+    folder = tmp_path / "my_configs"
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_a_user_folder_adds_options_and_wins_on_a_name_clash(tmp_path: Path) -> None:
+    folder = _user_folder(
+        tmp_path,
+        {
+            "experiment/mine.yaml": "# @package _global_\nstudy: {name: mine}\nbudget: {tokens: 4321}\n",
+            "optim/sgd.yaml": "name: sgd\nlr: 0.5\n",
+        },
+    )
+    composed = compose(["experiment=mine", "optim=sgd"], config_dir=folder)
+    assert (composed["study"]["name"], composed["budget"]["tokens"]) == ("mine", 4321)
+    assert composed["optim"] == {"name": "sgd", "lr": 0.5}  # the user's sgd.yaml, not hpo's
+    assert compose(["optim=sgd"])["optim"]["lr"] != 0.5
+    assert compose(["experiment=smoke"], config_dir=folder)["study"]["name"] == "smoke"  # hpo's presets stay
+
+
+def test_the_environment_variable_names_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _user_folder(tmp_path, {"budget/tiny.yaml": "tokens: 777\n"})
+    monkeypatch.setenv("HPO_CONFIG_DIR", str(folder))
+    assert compose(["budget=tiny"])["budget"] == {"tokens": 777}
+    monkeypatch.setenv("HPO_CONFIG_DIR", "")  # empty: no folder
+    with pytest.raises(HpoError, match="budget/tiny"):
+        compose(["budget=tiny"])
+
+
+@pytest.mark.parametrize(
+    ("files", "overrides", "needles"),
+    [
+        # an unknown option lists the options of both folders
+        ({"optim/mine.yaml": "name: sgd\n"}, ["optim=nope"], ["optim/nope", "adamw", "mine", "sgd"]),
+        # a key of another option names the user's options too
+        (
+            {"pruner/gentle.yaml": "name: moasha\npause: false\n"},
+            ["pruner=median", "pruner.pause=true"],
+            ["a key of pruner=gentle and pruner=moasha;"],
+        ),
+        # a config.yaml of its own would replace hpo's root config
+        ({"config.yaml": "defaults: []\n"}, [], ["--config-dir", "config.yaml", "group options only"]),
+    ],
+)
+def test_user_folder_errors(tmp_path: Path, files: dict[str, str], overrides: list[str], needles: list[str]) -> None:
+    with pytest.raises(HpoError) as info:
+        compose(overrides, config_dir=_user_folder(tmp_path, files))
+    assert "\n" not in str(info.value)
+    for needle in needles:
+        assert needle in str(info.value)
+
+
+def test_a_folder_that_is_not_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(HpoError, match=f"^--config-dir {tmp_path}/nowhere: no such folder"):
+        compose([], config_dir=tmp_path / "nowhere")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(HpoError, match=r"^--config-dir .*file is not a folder$"):
+        compose([], config_dir=tmp_path / "file")
+    monkeypatch.setenv("HPO_CONFIG_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(HpoError, match=f"^HPO_CONFIG_DIR={tmp_path}/nowhere: no such folder"):
+        compose([])
+
+
+# --------------------------------------------------------------------------------------------------
+# apply_overrides: overrides on a composed config, as compose applies them
+
+SAME_AS_COMPOSE = [
+    ["optim.lr=1e-3"],
+    ["model.n_layer=2", "model.bias=true", "model.dropout=0.1"],
+    ["budget.tokens=20000", "train.evals=3"],
+    ["study.name='my study'", 'train.checkpoint="out/model.pt"'],
+    ["data.sha256=null", "data.source=/tmp/corpus.txt"],
+    ["study.baselines=[{n_head: 4}]", "study.objectives=[val_accuracy]"],
+    ["search_space.lr={low: 1e-4, high: 1e-2}"],  # a {...} value updates the entry's keys
+    ["search_space.n_layer=2", "search_space.n_head={choices: [2]}"],
+    ["~search_space.n_layer", "+search_space.n_layer={choices:[1]}"],
+    ["~model.dropout"],
+    ["++model.extra=3"],
+    ["budget={tokens: 5}"],  # a mapping merges into the group's keys, as compose does
+]
+
+
+@pytest.mark.parametrize("overrides", SAME_AS_COMPOSE, ids=[" ".join(o) for o in SAME_AS_COMPOSE])
+@pytest.mark.parametrize("preset", [[], ["experiment=smoke"]], ids=["default", "smoke"])
+def test_apply_overrides_gives_what_compose_gives(preset: list[str], overrides: list[str]) -> None:
+    base = compose(preset)
+    before = copy.deepcopy(base)
+    applied = apply_overrides(base, overrides, "--from-trial")
+    assert applied == compose([*preset, *overrides])
+    assert base == before  # the base is not changed
+
+
+def test_apply_overrides_keeps_the_value_types() -> None:
+    applied = apply_overrides(compose([]), ["model.n_layer=2", "optim.lr=1e-3", "model.bias=true"], "hpo retrain")
+    assert type(applied["model"]["n_layer"]) is int and applied["model"]["n_layer"] == 2
+    assert type(applied["optim"]["lr"]) is float and applied["optim"]["lr"] == 1e-3
+    assert applied["model"]["bias"] is True
+    assert apply_overrides(compose([]), [], "hpo retrain") == compose([])
+
+
+@pytest.mark.parametrize(
+    "override", ["budget=steps", "experiment=smoke", "experiment=null", "+experiment=smoke", "model@x=small"]
+)
+def test_apply_overrides_refuses_config_group_options(override: str) -> None:
+    with pytest.raises(HpoError) as info:
+        apply_overrides(compose([]), [override], "--from-trial")
+    assert str(info.value) == (
+        f"{override!r} picks a config group option, which --from-trial cannot take: "
+        "set keys instead (for example budget.tokens=20000000)"
+    )
+
+
+def test_apply_overrides_knows_the_user_folders_groups(tmp_path: Path) -> None:
+    folder = _user_folder(tmp_path, {"extras/one.yaml": "a: 1\n"})
+    with pytest.raises(HpoError, match=r"^'extras=one' picks a config group option, which hpo retrain cannot"):
+        apply_overrides(compose([]), ["extras=one"], "hpo retrain", config_dir=folder)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needles"),
+    [
+        (["model.n_layers=2"], ["unknown config key model.n_layers; did you mean model.n_layer?"]),
+        (["optim.learning_rate=0.1"], ["unknown config key optim.learning_rate"]),
+        (["train.batchsize=20"], ["unknown config key train.batchsize; did you mean train.batch_size?"]),
+        (["~model.n_layers"], ["cannot delete model.n_layers", "did you mean model.n_layer?"]),
+        (["+model.n_layer=2"], ["cannot add model.n_layer: it is set already; write model.n_layer=2"]),
+        (["model.n_layer=1,2"], ["'model.n_layer=1,2' is a sweep; --from-trial takes one value per key"]),
+        (["model.n_layer=["], ["malformed"]),
+        (["model.n_layer"], ["'model.n_layer'", "key=value"]),
+        (
+            ["search_space.n_layer={choices:[1]}"],
+            ["search_space.n_layer has no key 'choices'", "~search_space.n_layer +search_space.n_layer={choices:[1]}"],
+        ),
+    ],
+)
+def test_apply_overrides_errors_are_one_line(overrides: list[str], needles: list[str]) -> None:
+    with pytest.raises(HpoError) as info:
+        apply_overrides(compose(["experiment=smoke"]), overrides, "--from-trial")
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message

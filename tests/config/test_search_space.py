@@ -12,7 +12,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpo.config.compose import compose, hpo_config, run_spec
-from hpo.config.search_space import PARAM_TARGETS, SearchSpace, plain_params
+from hpo.config.search_space import CONFIG_KEYS, PARAM_TARGETS, PER_TRIAL, Param, SearchSpace, plain_params
 from hpo.config.training import RunSpec
 from hpo.errors import HpoError
 from hpo.record.attrs import config_from_stored, stored_config
@@ -93,9 +93,10 @@ def test_fixed_values_are_returned_but_not_searched() -> None:
 
 def test_every_name_maps_to_a_config_key() -> None:
     base = RunSpec().to_dict()
+    assert sorted(CONFIG_KEYS) == sorted(f"{section}.{key}" for section in base for key in base[section])
     for name, target in PARAM_TARGETS.items():
-        section, key = target.split(".")
-        assert key in base[section], name
+        assert target in CONFIG_KEYS, name
+    assert set(PER_TRIAL) <= set(CONFIG_KEYS)
 
 
 def test_the_built_in_search_spaces_parse() -> None:
@@ -317,3 +318,215 @@ def test_a_fixed_branch_is_checked_before_any_study() -> None:
     spec = {**CONDITIONAL, "weight_decay": {"optimizer": {"adamw": {"low": 0.0, "high": 0.2}, "sgd": -1.0}}}
     with pytest.raises(HpoError, match=r"optim\.weight_decay=-1\.0 must be >= 0"):
         hpo_config({**compose([]), "search_space": spec})
+
+
+# --------------------------------------------------------------------------------------------------
+# Any key of the training config: `SECTION.FIELD`, nested in YAML and in Hydra overrides
+
+ANY_KEY = {
+    "optim.beta1": {"low": 0.8, "high": 0.95},
+    "model.bias": {"choices": [True, False]},
+    "optim.name": {"choices": ["adamw", "sgd"]},
+    "optim.lr": {"optim.name": {"adamw": {"low": 1e-4, "high": 1e-2, "log": True}, "sgd": 0.1}},
+    "train.evals": 3,
+}
+# The same space as YAML nests it: a mapping under a section name holds its entries, in the
+# space and where a conditional entry names its parent.
+ANY_KEY_NESTED = {
+    "optim": {
+        "beta1": {"low": 0.8, "high": 0.95},
+        "name": {"choices": ["adamw", "sgd"]},
+        "lr": {"optim": {"name": {"adamw": {"low": 1e-4, "high": 1e-2, "log": True}, "sgd": 0.1}}},
+    },
+    "model": {"bias": {"choices": [True, False]}},
+    "train": {"evals": 3},
+}
+
+
+def test_any_config_key_is_an_entry_named_by_its_key(base: RunSpec) -> None:
+    space = SearchSpace.from_dict(ANY_KEY)
+    kinds = {p.name: p.kind for p in space.params}
+    assert kinds == {
+        "optim.beta1": "float",
+        "model.bias": "categorical",
+        "optim.name": "categorical",
+        "optim.lr": "conditional",
+        "train.evals": "fixed",
+    }
+    seen = set()
+    for seed in range(12):
+        values, frozen = ask(space, seed)
+        name = values["optim.name"]
+        seen.add(name)
+        assert set(frozen.params) == {"optim.beta1", "model.bias", "optim.name"} | (
+            {"optim.lr[adamw]"} if name == "adamw" else set()
+        )
+        assert plain_params(frozen.params).keys() <= values.keys()
+        config = space.apply(base, values)
+        assert (config.optim.beta1, config.model.bias, config.optim.name) == (
+            values["optim.beta1"],
+            values["model.bias"],
+            name,
+        )
+        assert config.optim.lr == (0.1 if name == "sgd" else values["optim.lr"])
+        assert config.train.evals == 3
+    assert seen == {"adamw", "sgd"}
+
+
+def entries(space: SearchSpace) -> dict[str, Param]:
+    """The entries of a space by name: two spellings of a space may list them in another order."""
+    return {p.name: p for p in space.params}
+
+
+def test_the_nested_and_the_dotted_spelling_give_one_space() -> None:
+    assert entries(SearchSpace.from_dict(ANY_KEY_NESTED)) == entries(SearchSpace.from_dict(ANY_KEY))
+    mixed = {"optim.beta1": ANY_KEY["optim.beta1"], "model": {"bias": {"choices": [True, False]}}}
+    assert SearchSpace.from_dict(mixed) == SearchSpace.from_dict({k: ANY_KEY[k] for k in ("optim.beta1", "model.bias")})
+
+
+def test_hydra_overrides_nest_a_dotted_entry_and_it_round_trips_the_stored_config() -> None:
+    """Hydra nests `+search_space.optim.beta1=...` at its dots; a dotted key inside a `{...}`
+    value stays whole. Both are the entry optim.beta1, and a study's stored config (JSON)
+    gives `hpo resume` the same space."""
+    nested = hpo_config(
+        compose(
+            [
+                "+search_space.optim.beta1={low: 0.8, high: 0.95}",
+                "+search_space.model.bias={choices: [true, false]}",
+                "+search_space.optim.name={choices: [adamw, sgd]}",
+                "~search_space.lr",
+                "+search_space.optim.lr={optim.name: {adamw: {low: 1.0e-4, high: 1.0e-2, log: true}, sgd: 0.1}}",
+                "study.baselines=[{optim.beta1: 0.9, optim.name: sgd, optim.lr: 0.1}]",
+            ]
+        )
+    )
+    assert nested.search_space["optim"]["beta1"] == {"low": 0.8, "high": 0.95}
+    dotted = hpo_config(
+        compose(
+            [
+                "~search_space.lr",
+                "+search_space={optim.beta1: {low: 0.8, high: 0.95}, model.bias: {choices: [true, false]},"
+                " optim.name: {choices: [adamw, sgd]},"
+                " optim.lr: {optim: {name: {adamw: {low: 1.0e-4, high: 1.0e-2, log: true}, sgd: 0.1}}}}",
+            ]
+        )
+    )
+    assert "optim.beta1" in dotted.search_space
+    assert entries(nested.space) == entries(dotted.space)
+    names = {p.name for p in nested.space.params}
+    assert {"optim.beta1", "model.bias", "optim.name", "optim.lr", "n_layer"} <= names
+    for config in (nested, dotted):
+        stored = json.loads(json.dumps(stored_config(config)))
+        assert config_from_stored(stored).space == config.space
+    point = nested.study.baselines[0]
+    assert nested.space.optuna_params(point) == {"optim.beta1": 0.9, "optim.name": "sgd", "optim.lr[sgd]": 0.1}
+
+
+def test_a_baseline_names_a_config_key_either_way() -> None:
+    space = SearchSpace.from_dict(ANY_KEY)
+    for point in ({"optim.beta1": 0.9, "model.bias": True}, {"optim": {"beta1": 0.9}, "model": {"bias": True}}):
+        space.check_point(point, "study.baselines[0]")
+        assert space.optuna_params(point) == {"optim.beta1": 0.9, "model.bias": True}
+    with pytest.raises(
+        HpoError, match=re.escape("study.baselines[0].optim.beta1=0.5 is outside search_space.optim.beta1")
+    ):
+        space.check_point({"optim": {"beta1": 0.5}}, "study.baselines[0]")
+    with pytest.raises(HpoError, match=re.escape("study.baselines[0].optim.beta1 is given twice")):
+        space.check_point({"optim.beta1": 0.9, "optim": {"beta1": 0.9}}, "study.baselines[0]")
+
+
+def test_an_unknown_key_names_the_closest_valid_one() -> None:
+    for name, closest in (
+        ("optim.beta_1", "optim.beta1"),
+        ("model.n_layers", "model.n_layer"),
+        ("optimiser", "optimizer"),
+        ("n_layers", "n_layer"),
+        ("train.batchsize", "train.batch_size"),
+    ):
+        with pytest.raises(HpoError) as raised:
+            SearchSpace.from_dict({name: {"low": 1, "high": 2}})
+        message = str(raised.value)
+        assert message.startswith(f"search_space.{name} is not a known parameter; did you mean {closest}? ")
+        assert "(short names: n_layer, n_head," in message
+        assert message.endswith("or any model./data./optim./train./budget. key)")
+        assert "\n" not in message
+    with pytest.raises(
+        HpoError, match=r"search_space\.optim\.beta_1 is not a known parameter; did you mean optim\.beta1\?"
+    ):
+        SearchSpace.from_dict({"optim": {"beta_1": {"low": 0.8, "high": 0.95}}})  # nested, as YAML writes it
+    with pytest.raises(HpoError, match=r"search_space\.zzz is not a known parameter; use a short name \(n_layer, "):
+        SearchSpace.from_dict({"zzz": {"low": 1, "high": 2}})
+    with pytest.raises(HpoError, match=r"did you mean optim\.beta1\?"):
+        hpo_config(compose(["+search_space.optim.beta_1={low: 0.8, high: 0.95}"]))
+
+
+@pytest.mark.parametrize("key", sorted(PER_TRIAL))
+def test_a_key_that_hpo_sets_per_trial_is_refused_with_the_reason(key: str) -> None:
+    section, field = key.split(".")
+    for spec in ({key: {"choices": [1, 2]}}, {section: {field: {"choices": [1, 2]}}}):
+        with pytest.raises(HpoError, match=re.escape(f"search_space.{key} cannot be searched: {PER_TRIAL[key]}")):
+            SearchSpace.from_dict({**spec, "n_layer": {"low": 1, "high": 2}})
+    assert "seed" in PER_TRIAL["train.seed"] and "study.seed" in PER_TRIAL["train.seed"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        (
+            {"n_layer": {"low": 1, "high": 2}, "model.n_layer": 3},
+            "both n_layer and model.n_layer, which both set model.n_layer",
+        ),
+        ({"model": {"n_layer": 3}, "n_layer": {"low": 1, "high": 2}}, "both model.n_layer and n_layer"),
+        (
+            {"head_dim": {"choices": [16, 32]}, "model.n_embd": 64},
+            "both head_dim and model.n_embd, which both set model.n_embd; keep one (head_dim derives",
+        ),
+        ({"n_embd": {"choices": [32, 64]}, "model": {"n_embd": 64}}, "both n_embd and model.n_embd"),
+        ({"optimizer": {"choices": ["adamw", "sgd"]}, "optim.name": "sgd"}, "both optimizer and optim.name"),
+        (
+            {"optim.beta1": {"low": 0.8, "high": 0.9}, "optim": {"beta1": 0.9}},
+            "search_space.optim.beta1 is given twice",
+        ),
+    ],
+)
+def test_two_entries_of_one_key_are_refused(spec: dict, fragment: str) -> None:
+    with pytest.raises(HpoError, match=re.escape(fragment)):
+        SearchSpace.from_dict(spec)
+
+
+def test_head_dim_takes_the_head_count_of_a_dotted_entry(base: RunSpec) -> None:
+    space = SearchSpace.from_dict({"model.n_head": {"choices": [2, 8]}, "head_dim": {"choices": [16, 32]}})
+    assert space.apply(base, {"model.n_head": 8, "head_dim": 16}).model.n_embd == 128
+
+
+def test_a_bad_value_of_a_dotted_entry_is_refused_by_its_dataclass(base: RunSpec) -> None:
+    with pytest.raises(HpoError, match=r"optim\.beta1=1\.5 must be in \[0, 1\)"):
+        hpo_config(compose(["+search_space.optim.beta1=1.5"]))  # fixed: before any study exists
+    with pytest.raises(HpoError, match=r"optim\.beta1=1\.5 must be in \[0, 1\)"):
+        hpo_config(
+            compose(
+                [
+                    "+search_space.optim.beta1={optimizer: {adamw: 0.9, adam: 1.5}}",
+                    "+search_space.optimizer={choices: [adamw, adam]}",
+                ]
+            )
+        )
+    space = SearchSpace.from_dict({"optim.beta1": {"low": 0.5, "high": 1.5}})
+    with pytest.raises(HpoError, match=r"optim\.beta1=1\.2 must be in \[0, 1\)"):
+        space.apply(base, {"optim.beta1": 1.2})  # a sampled one: the trial is infeasible
+    with pytest.raises(HpoError, match=r"model\.pos_encoding='alibi' is not allowed"):
+        SearchSpace.from_dict({"model.pos_encoding": {"choices": ["rope", "alibi"]}}).apply(
+            base, {"model.pos_encoding": "alibi"}
+        )
+
+
+def test_integer_bounds_on_a_float_field_are_a_real_interval() -> None:
+    """`{low: 0, high: 1}` of optim.min_lr_ratio means [0, 1], not the integers 0 and 1."""
+    params = {
+        p.name: p
+        for p in SearchSpace.from_dict(
+            {"optim.min_lr_ratio": {"low": 0, "high": 1}, "n_layer": {"low": 1, "high": 3}}
+        ).params
+    }
+    assert params["optim.min_lr_ratio"].kind == "float"
+    assert params["n_layer"].kind == "int"

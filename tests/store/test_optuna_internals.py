@@ -4,11 +4,23 @@ installed Optuna: a 5.x release that renames or reshapes one fails here, by name
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import optuna
+import pytest
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.trial import TrialState
 
-from hpo.store.optuna_internals import BaseHeartbeat, StudyView, finished_trial, read_trials, study_storage, trial_id
+from hpo.store.optuna_internals import (
+    ARTIFACTS_ATTR_PREFIX,
+    BaseHeartbeat,
+    StudyView,
+    delete_trial_system_attr,
+    finished_trial,
+    read_trials,
+    study_storage,
+    trial_id,
+)
 
 
 def test_the_heartbeat_protocol_has_the_methods_hpo_implements() -> None:
@@ -43,3 +55,26 @@ def test_samplers_read_trials_through_the_method_a_study_view_overrides() -> Non
     view = StudyView(study, lambda s, deepcopy, states, use_cache: read_trials(s, deepcopy, states, use_cache)[:1])
     assert [t.number for t in view.get_trials()] == [0]
     assert view.study_name == study.study_name
+
+
+def test_an_artifacts_attribute_of_a_finished_trial_is_deleted_with_sql(tmp_path: Path) -> None:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/hpo.db")
+    study = optuna.create_study(storage=storage, directions=["maximize", "maximize"])
+    trial = study.ask()
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    store = FileSystemArtifactStore(tmp_path)
+    artifact_id = upload_artifact(artifact_store=store, file_path=str(tmp_path / "model.pt"), study_or_trial=trial)
+    trial.set_user_attr("kept", True)
+    storage.set_trial_system_attr(trial_id(trial), "other", 1)
+    study.tell(trial, [1.0, 2.0])
+    key = ARTIFACTS_ATTR_PREFIX + artifact_id
+    assert key in storage.get_trial_system_attrs(trial_id(trial))  # where upload_artifact records it
+    # Why hpo deletes with SQL: Optuna writes no attribute of a finished trial.
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_system_attr(trial_id(trial), key, None)
+    delete_trial_system_attr(storage, trial_id(trial), key)
+    delete_trial_system_attr(storage, trial_id(trial), key)  # again: nothing happens
+    assert storage.get_trial_system_attrs(trial_id(trial)) == {"other": 1}
+    assert get_all_artifact_meta(trial, storage=storage) == []
+    fresh = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path}/hpo.db").trials[0]
+    assert fresh.state == TrialState.COMPLETE and fresh.values == [1.0, 2.0] and fresh.user_attrs == {"kept": True}
