@@ -21,6 +21,7 @@ from hpo.config.settings import HpoConfig
 from hpo.errors import HpoError
 from hpo.record import attrs
 from hpo.search.pareto import feasible_complete
+from hpo.store.locks import study_lock
 from hpo.study.lifecycle import create_or_continue
 
 # Fields of a trial's stored `train` section that name that trial's own files: a run
@@ -67,14 +68,12 @@ def retrain_config(study: optuna.Study, study_config: HpoConfig, overrides: Sequ
     if data["pruner"] != {"name": "none"}:
         raise HpoError("hpo retrain trains every front trial to the new budget; leave out the pruner.* overrides")
     # What the ranking compares must be what the source measured, on the data it measured it on.
-    for key in ("data", "objectives"):
-        same = (
-            data["data"] == study_config.to_dict()["data"]
-            if key == "data"
-            else (tuple(data["study"]["objectives"]) == study_config.study.objectives)
-        )
-        if not same:
-            what = "data.*" if key == "data" else "study.objectives"
+    before = study_config.to_dict()
+    for what, now, then in (
+        ("data.*", data["data"], before["data"]),
+        ("study.objectives", list(data["study"]["objectives"]), list(before["study"]["objectives"])),
+    ):
+        if now != then:
             raise HpoError(
                 f"hpo retrain compares the front on its own data and objectives; leave out the {what} overrides"
             )
@@ -88,6 +87,14 @@ def create_retrain(
     """The retrain study of `config`, created with one queued trial per front trial of
     `source` (its parameters, and its seed and values as the trial's Source), or continued
     as it was queued (its target stays: a front that grew since is a new retrain)."""
+    # Under the study lock: two retrains launched at once queue the front once.
+    with study_lock(storage, config.study.name):
+        return _create_retrain(source, config, storage, n, fingerprint)
+
+
+def _create_retrain(
+    source: optuna.Study, config: HpoConfig, storage: optuna.storages.BaseStorage, n: int | None, fingerprint: str
+) -> optuna.Study:
     if config.study.name in optuna.get_all_study_names(storage):
         held = optuna.load_study(study_name=config.study.name, storage=storage)
         if held.user_attrs.get(attrs.RETRAIN_OF) == source.study_name:
