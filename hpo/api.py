@@ -40,7 +40,7 @@ from hpo.study.objective import states_of
 from hpo.study.slots import counted_trials
 from hpo.study.worker import run_worker
 from hpo.trainer.data import load_dataset
-from hpo.trainer.feasibility import infeasible_reason
+from hpo.trainer.feasibility import infeasible_reason, shared_infeasible_reason
 from hpo.trainer.hardware import device_pool
 from hpo.trainer.launch import TrialFailure, run_isolated
 from hpo.trainer.loop import train as train_in_process
@@ -77,6 +77,7 @@ def run_study(
     `n_workers` processes; `on_start` sees the study before its first trial, `on_trial`
     each trial this process finishes."""
     _check_workers(n_workers)
+    _check_timeout(timeout)
     study, opened, url = _create(config, storage)
     _work(study, opened, config, url, n_workers=n_workers, timeout=timeout, on_start=on_start, on_trial=on_trial)
     return study
@@ -94,6 +95,7 @@ def resume_study(
 ) -> optuna.Study:
     """Continue a stored study from the database alone, to its target or `n_trials` more."""
     _check_workers(n_workers)
+    _check_timeout(timeout)
     if n_trials is not None and n_trials < 1:
         raise HpoError(f"--n-trials={n_trials} must be at least 1")
     stored, config, url = _stored(name, storage)
@@ -117,6 +119,9 @@ def join_study(
 ) -> int:
     """Run trials of a stored study as one more worker (as `hpo worker` does); returns how
     many ran. The database may still be starting: it is waited for up to `wait` seconds."""
+    _check_timeout(timeout)
+    if wait < 0:
+        raise HpoError(f"--wait={wait:g} must be 0 or more seconds (0: do not wait for the database)")
     url = resolve_url(storage)
     study, config = load_existing(name, wait_for_storage(url, timeout=wait), url)
     _verify_data(study, config)
@@ -129,11 +134,16 @@ def join_study(
 
 
 def _create(config: HpoConfig, storage: str | None) -> tuple[optuna.Study, Storage, str]:
-    """The study of `config`, created or continued, with its opened storage and URL."""
+    """The study of `config`, created or continued, with its opened storage and URL.
+
+    What needs no database is checked before it is opened (which creates a SQLite file):
+    that some trial can run here, and the data."""
     url = resolve_url(storage, config.storage.url)
+    _check_some_trial_runs(config)
+    fingerprint = load_dataset(config.data).fingerprint
     opened = open_storage(url, config.storage)
     states_of(opened, config)  # a setting this database cannot serve is an error before the study exists
-    study = create_or_continue(config, opened, load_dataset(config.data).fingerprint)
+    study = create_or_continue(config, opened, fingerprint)
     models_of(opened, config)  # its note (no folder to keep models in) follows the study's checks
     return study, opened, url
 
@@ -219,8 +229,10 @@ def retrain_front(
     again, with `overrides` (typically a bigger budget), as a new study `NAME-retrain`
     (or `study.name=...`) whose trials each record the trial they train again."""
     _check_workers(n_workers)
+    _check_timeout(timeout)
     source, config, url = _stored(name, storage)
     retrain = reuse.retrain_config(source, config, overrides, n)
+    _check_some_trial_runs(retrain)
     fingerprint = source.user_attrs[DATA_FINGERPRINT]
     opened = open_storage(url, retrain.storage)
     study = reuse.create_retrain(source, retrain, opened, n, fingerprint)
@@ -273,6 +285,20 @@ def _verify_data(study: optuna.Study, config: HpoConfig) -> None:
             f"{str(study.user_attrs.get(DATA_FINGERPRINT))[:12]}, but {config.data.source!r} "
             f"now has {fingerprint[:12]}; restore the data or start a new study"
         )
+
+
+def _check_some_trial_runs(config: HpoConfig) -> None:
+    """HpoError if the settings every trial shares rule out every trial on this machine
+    (a GPU it lacks, say): one error before the study exists, not a study of infeasible trials."""
+    reason = shared_infeasible_reason(config.space, config.training, config.resources)
+    if reason:
+        fix = "" if ";" in reason else "; change the settings that rule it out, or search values that fit"
+        raise HpoError(f"no trial of study {config.study.name!r} can run on this machine: {reason}{fix}")
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:
+        raise HpoError(f"--timeout={timeout:g} must be greater than 0; give seconds, or leave it out")
 
 
 def _check_workers(n: int) -> None:

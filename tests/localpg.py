@@ -295,3 +295,15 @@ def stop_server(bindir: str, root: Path) -> None:
         timeout=60,
         check=False,
     )
+
+
+def restart_server(server: PostgresServer, down_s: float = 0.0) -> None:
+    """Stop the server as `pg_ctl restart -m fast` does (every session is cut), keep it down
+    for `down_s` seconds, and start it again on the same port and data."""
+    pg_ctl = os.path.join(server.bindir, "pg_ctl")
+    datadir = str(server.datadir)
+    _run([pg_ctl, "stop", "--pgdata", datadir, "-m", "fast", "--wait"], cwd=server.root, what="pg_ctl stop")
+    time.sleep(down_s)
+    start = [pg_ctl, "start", "--pgdata", datadir, "--log", str(server.logfile), "--wait"]
+    _run([*start, "--timeout", str(_PG_START_TIMEOUT_S)], cwd=server.root, what="pg_ctl start", logfile=server.logfile)
+    _wait_for_tcp(server)

@@ -3,7 +3,8 @@ hpo.cli.studies and hpo.cli.browsing.
 
 Each subcommand has its own parser that accepts flags and `key=value` overrides in any
 order. A user mistake (HpoError, a bad flag) prints one `error:` line and exits 2; no
-traceback. Ctrl-C exits 130.
+traceback. Ctrl-C exits 130; SIGTERM (`kill`, `docker stop`, a batch scheduler) takes the same
+way out, the running trial failed as `interrupted` and queued again, and exits 143.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -61,7 +64,30 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+# What a SIGTERM raises: Ctrl-C's KeyboardInterrupt, saying what stopped the run (the trial's
+# `interrupted` message names it: hpo.study.objective).
+SIGTERM = "SIGTERM"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: a KeyboardInterrupt in the main thread, so that the running trial is
+    failed and queued again and its ranks are killed (hpo.trainer.launch) before the exit.
+    A second SIGTERM during that clean-up is ignored; SIGKILL still ends the process."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(SIGTERM)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print("error: no command given; `hpo --help` lists the commands", file=sys.stderr)
@@ -83,7 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HpoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        if stop.args == (SIGTERM,):
+            print("terminated", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("interrupted", file=sys.stderr)
         return 130
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -18,7 +18,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpo.browse import dashboard
 from hpo.browse.results import export, show_text, studies_table
-from hpo.cli.parsing import STORAGE_HELP
+from hpo.cli.parsing import STORAGE_HELP, check_output, check_port
 from hpo.errors import HpoError
 from hpo.store import grpc
 from hpo.store.storage import DATABASE_URLS, open_storage, redact, resolve_url
@@ -42,6 +42,7 @@ def cmd_dashboard(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
         help="folder of the studies' kept models, for the Artifacts tab (default: a SQLite database's -artifacts)",
     )
     args = parser.parse_intermixed_args(argv)
+    check_port("--port", args.port)
     dashboard.serve(resolve_url(args.storage), args.host, args.port, artifacts=args.artifacts)
     return 0
 
@@ -54,6 +55,7 @@ def cmd_report(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and its PNG images")
     args = parser.parse_intermixed_args(argv)
+    check_output(args.out, "--out", folder=True)  # before the study is read and drawn
     url = resolve_url(args.storage)
     storage = open_storage(url, must_exist=True)
     study = find_study(args.name, storage, url)
@@ -71,10 +73,17 @@ def cmd_studies(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _named_study(argv: Sequence[str], parser: argparse.ArgumentParser) -> tuple[optuna.Study, argparse.Namespace]:
+def _named_study(
+    argv: Sequence[str],
+    parser: argparse.ArgumentParser,
+    check: Callable[[argparse.Namespace], None] | None = None,
+) -> tuple[optuna.Study, argparse.Namespace]:
+    """The study the command names, after `check` of its arguments (before the database is opened)."""
     parser.add_argument("name", help="study name")
     parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
     args = parser.parse_intermixed_args(argv)
+    if check is not None:
+        check(args)
     url = resolve_url(args.storage)
     return find_study(args.name, open_storage(url, must_exist=True), url), args
 
@@ -91,11 +100,9 @@ def cmd_export(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("--trial", type=int, metavar="N", help="with --model: the trial whose kept model to write")
     parser.add_argument("--model", metavar="FILE", help="write trial N's kept model to FILE (a checkpoint)")
     parser.add_argument("--artifacts", metavar="DIR", help="folder of the kept models (default: the study's)")
-    study, args = _named_study(argv, parser)
+    study, args = _named_study(argv, parser, _check_export)
     if args.model is not None or args.trial is not None:
         return _export_model(study, args)
-    if args.format is None:
-        raise HpoError("hpo export needs --format csv|json (the trials' table) or --trial N --model FILE (a model)")
     text = export(study, args.format)
     if args.output:
         with open(args.output, "w") as handle:
@@ -105,17 +112,28 @@ def cmd_export(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _check_export(args: argparse.Namespace) -> None:
+    """The flags of `hpo export`, and the file it writes, before the database is opened."""
+    if args.model is not None or args.trial is not None:
+        if args.model is None or args.trial is None:
+            raise HpoError("--trial N and --model FILE go together: hpo export NAME --trial N --model FILE")
+        if args.format is not None or args.output is not None:
+            raise HpoError("--model FILE writes a model, --format and --output a table: give one or the other")
+        if args.trial < 0:
+            raise HpoError(f"--trial={args.trial} must be a trial number, 0 or more (`hpo show NAME` lists them)")
+        check_output(args.model, "--model", new_folders=False)
+        return
+    if args.format is None:
+        raise HpoError("hpo export needs --format csv|json (the trials' table) or --trial N --model FILE (a model)")
+    if args.output:
+        check_output(args.output, "--output", new_folders=False)
+
+
 def _export_model(study: optuna.Study, args: argparse.Namespace) -> int:
     """`hpo export NAME --trial N --model FILE`: a kept model, as the trial's run saved it."""
-    if args.model is None or args.trial is None:
-        raise HpoError("--trial N and --model FILE go together: hpo export NAME --trial N --model FILE")
-    if args.format is not None or args.output is not None:
-        raise HpoError("--model FILE writes a model, --format and --output a table: give one or the other")
     folder = study_models(study, resolve_url(args.storage), args.artifacts)
     model = trial_model(study, args.trial)
     path = Path(args.model)
-    if not path.parent.is_dir():
-        raise HpoError(f"--model {args.model}: folder {str(path.parent)!r} does not exist")
     try:
         folder.download(model, path)
     except ArtifactNotFound:
@@ -145,12 +163,15 @@ def cmd_proxy(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
         help="redraw the dashboard figures of proxied studies this often (default 10; 0: never)",
     )
     args = parser.parse_intermixed_args(argv)
+    check_port("--port", args.port)
     if args.figures_every < 0:
         raise HpoError(f"--figures-every {args.figures_every:g} is negative; give seconds, or 0 to draw no figures")
     url = resolve_url(args.storage)
     if grpc.is_grpc(url):
-        raise HpoError(f"--storage {url} is a proxy itself; a proxy serves a database: use {DATABASE_URLS}")
-    # A new database is fine: workers create their studies through the proxy.
+        raise HpoError(f"--storage {redact(url)} is a proxy itself; a proxy serves a database: use {DATABASE_URLS}")
+    # The address first (a port in use, a host not of this machine): a new database is fine,
+    # as workers create their studies through the proxy, but not one left by a failed start.
+    dashboard.bind(args.host, args.port).server_close()
     database = open_storage(url)
     assert isinstance(database, optuna.storages.RDBStorage)  # not a proxy: checked above
     proxy.serve(database, redact(url), args.host, args.port, args.figures_every)

@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial
 
 from hpo import api
 from hpo.browse.results import objective_names, show_text, trial_line
-from hpo.cli.parsing import STORAGE_HELP, with_overrides
+from hpo.cli.parsing import STORAGE_HELP, check_positive, with_overrides
 from hpo.errors import HpoError
 from hpo.record.attrs import target
 from hpo.store.storage import redact, resolve_url
@@ -26,6 +26,19 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-workers", type=int, default=1, metavar="K", help="local worker processes on the study")
     parser.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _check_run_flags(args: argparse.Namespace) -> None:
+    """The numbers a command that runs trials takes, before anything is opened or made."""
+    if getattr(args, "n_workers", 1) < 1:
+        raise HpoError(f"--n-workers={args.n_workers} must be at least 1")
+    check_positive("--timeout", args.timeout, "give the seconds after which no trial starts, or leave it out")
+    if getattr(args, "n_trials", None) is not None and args.n_trials < 1:
+        raise HpoError(f"--n-trials={args.n_trials} must be at least 1; leave it out to finish the study's target")
+    if getattr(args, "n", None) is not None and args.n < 1:
+        raise HpoError(f"--n={args.n} must be at least 1; leave it out to train the whole front again")
+    if getattr(args, "wait", 0.0) < 0:
+        raise HpoError(f"--wait={args.wait:g} must be 0 or more seconds (0: do not wait for the database)")
 
 
 class _Progress:
@@ -89,8 +102,7 @@ def cmd_run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
         "--create-only", action="store_true", help="create the study (or check it exists as configured) and exit"
     )
     args = parser.parse_intermixed_args(argv)
-    if args.n_workers < 1:
-        raise HpoError(f"--n-workers={args.n_workers} must be at least 1")
+    _check_run_flags(args)
     config = api.compose_config(args.overrides, config_dir=args.config_dir)
     url = resolve_url(args.storage, config.storage.url)
     if args.create_only:
@@ -105,6 +117,7 @@ def cmd_resume(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("--n-trials", type=int, metavar="N", help="run N more trials (default: finish the target)")
     _add_run_flags(parser)
     args = parser.parse_intermixed_args(argv)
+    _check_run_flags(args)
     url = resolve_url(args.storage)
     return _follow(args, url, "resuming", functools.partial(api.resume_study, args.name, url, n_trials=args.n_trials))
 
@@ -116,6 +129,7 @@ def cmd_retrain(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     with_overrides(parser, stored=True)
     _add_run_flags(parser)
     args = parser.parse_intermixed_args(argv)
+    _check_run_flags(args)
     url = resolve_url(args.storage)
     retrain = functools.partial(api.retrain_front, args.name, args.overrides, url, n=args.n)
     return _follow(args, url, "retraining the front in", retrain)
@@ -128,6 +142,7 @@ def cmd_worker(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("--quiet", action="store_true", help="no per-trial lines")
     parser.add_argument("--wait", type=float, default=60.0, metavar="S", help="wait up to S s for the database")
     args = parser.parse_intermixed_args(argv)
+    _check_run_flags(args)
     progress = _Progress(args.quiet, bar=False)
     api.join_study(
         args.name, args.storage, wait=args.wait, timeout=args.timeout, on_start=progress.open, on_trial=progress

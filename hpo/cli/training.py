@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from omegaconf import OmegaConf
 
 from hpo.browse.tables import format_table
-from hpo.cli.parsing import STORAGE_HELP, with_overrides
+from hpo.cli.parsing import STORAGE_HELP, check_output, with_overrides
 from hpo.config.compose import compose, hpo_config
 from hpo.errors import HpoError
 from hpo.record.outcome import EvalEvent, shown_metrics
@@ -61,6 +61,13 @@ def cmd_train(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
         raise HpoError("--storage names the study of --from-trial; without it, hpo train uses no database")
     else:
         config = api.compose_config(overrides, config_dir=args.config_dir)
+
+    # Where the run's results go is checked before it trains: a path that cannot be written
+    # would otherwise fail only after training, and the trained model would be lost.
+    if config.train.checkpoint:
+        check_output(config.train.checkpoint, "--checkpoint" if args.checkpoint else "train.checkpoint")
+    if config.train.save_state:
+        check_output(config.train.save_state, "train.save_state")
 
     def show(event: EvalEvent) -> None:
         print(

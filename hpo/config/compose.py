@@ -99,7 +99,7 @@ def compose(overrides: Sequence[str] = (), *, config_dir: str | Path | None = No
     types with multi-line messages; they become one HpoError line that keeps Hydra's first
     sentence and names the override syntax.
     """
-    _check_syntax(overrides)
+    overrides = _check_syntax(overrides)
     user = user_config_dir(config_dir)
     Plugins.instance().register(_UserConfigDir)  # once: a registered class is not added again
     token = _user_dir.set(user)
@@ -128,7 +128,7 @@ def apply_overrides(
     `what` names who refuses it (`--from-trial`). The groups are those of `study_configs/`
     and of the user's config folder (`config_dir`, else `$HPO_CONFIG_DIR`).
     """
-    _check_syntax(overrides)
+    overrides = _check_syntax(overrides)
     groups = _groups(user_config_dir(config_dir))
     try:
         parsed = OverridesParser.create().parse_overrides(overrides=list(overrides))
@@ -219,10 +219,29 @@ def _dotted_keys(node: Any, prefix: str = "") -> Iterator[str]:
             yield from _dotted_keys(child, f"{prefix}{name}.")
 
 
-def _check_syntax(overrides: Sequence[str]) -> None:
+def _check_syntax(overrides: Sequence[str]) -> list[str]:
+    """The overrides as Hydra's grammar takes them: HpoError for one that is not key=value,
+    and a plain value with non-ASCII letters (`study.name=café`) quoted, as the grammar
+    reads unquoted values as ASCII only."""
+    checked = []
     for override in overrides:
         if "=" not in override and not override.startswith("~"):  # ~key deletes key
             raise HpoError(f"override {override!r} is not key=value (for example model.n_layer=4)")
+        checked.append(_quote_text(override))
+    return checked
+
+
+# What makes a value more than one plain word in Hydra's grammar: a list, a mapping, a sweep,
+# a quoted string, a function call, an interpolation, an escape.
+_STRUCTURE = set("[]{}(),'\"$\\")
+
+
+def _quote_text(override: str) -> str:
+    """`key=value` with `value` quoted when it is plain text with a non-ASCII letter."""
+    key, sep, value = override.partition("=")
+    if not sep or value.isascii() or _STRUCTURE & set(value) or value != value.strip():
+        return override
+    return f"{key}='{value}'"
 
 
 def _groups(user: Path | None) -> set[str]:
@@ -265,6 +284,12 @@ def _one_line(exc: Exception, user: Path | None = None) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     first = lines[0] if lines else type(exc).__name__
     if isinstance(exc, OverrideParseException):
+        if not first.isascii():
+            return (
+                f"malformed override: {first}; Hydra reads non-ASCII letters only inside quotes: "
+                "quote the value, for example 'study.name=\"café\"' or "
+                "\"+search_space.pos_encoding={choices: ['été']}\""
+            )
         return f"malformed override: {first}; write key=value, for example model.n_layer=4"
     if first.startswith("Could not override"):
         key = first.split("'")[1]

@@ -30,7 +30,9 @@ hpo shows names it plainly (`plain_params`).
 Width is derived, never searched alone with the head count: `head_dim` gives
 `n_embd = n_head * head_dim`, so every sampled shape divides evenly. Values are checked by
 the dataclasses when `apply` builds a trial's RunSpec, so any key takes exactly the values
-the config accepts. hpo.search.samplers suggests a point of the space through Optuna.
+the config accepts; `check` applies every fixed value, choice and bound (in each branch)
+before a study exists, and a range's step is checked as Optuna will use it.
+hpo.search.samplers suggests a point of the space through Optuna.
 """
 
 from __future__ import annotations
@@ -155,6 +157,22 @@ def _float_field(name: str) -> bool:
     return float in (get_args(hint) or (hint,))
 
 
+def _int_field(name: str) -> bool:
+    """Whether the config field that an entry sets is an integer (and not a float too): a
+    range of floats could not be trained there."""
+    target = _target(name)
+    if target is None:
+        return False
+    section, field = target.split(".")
+    hint = get_type_hints(get_type_hints(RunSpec)[section])[field]
+    options = get_args(hint) or (hint,)
+    return int in options and float not in options
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _flatten(mapping: Mapping[Any, Any], where: str) -> dict[Any, Any]:
     """`mapping` with each mapping under a section name (`optim: {beta1: ...}`) spread into
     dotted keys (`optim.beta1`): the YAML and Hydra spelling of an entry, or a parent, named
@@ -207,9 +225,21 @@ def _parse_param(name: str, spec: Any) -> Param:
             f"or a parameter it depends on ({key}={{optimizer: {{adamw: ..., sgd: ...}}}})"
         )
     if "choices" in spec:
-        choices = tuple(spec["choices"] or ())
+        if len(spec) > 1:
+            extra = sorted((field for field in spec if field != "choices"), key=str)[0]
+            raise HpoError(f"{key} has both choices and {extra}; give either choices or a range {{low, high}}")
+        given = spec["choices"] if spec["choices"] is not None else ()
+        if isinstance(given, (str, bytes, Mapping)) or not isinstance(given, (list, tuple)):
+            raise HpoError(f"{key}.choices={given!r} must be a list of values, for example {key}={{choices: [2, 4]}}")
+        choices = tuple(given)
         if not choices:
             raise HpoError(f"{key}.choices is empty; list at least one value")
+        for i, choice in enumerate(choices):
+            if choice is not None and not isinstance(choice, (bool, int, float, str)):
+                raise HpoError(
+                    f"{key}.choices[{i}]={choice!r} is not a single value; a choice is a number, a string, "
+                    "true/false or null"
+                )
         return Param(name, "categorical", choices=choices)
     if "low" not in spec or "high" not in spec:
         raise HpoError(f"{key} needs low and high (or choices, or a fixed value)")
@@ -219,7 +249,14 @@ def _parse_param(name: str, spec: Any) -> Param:
             raise HpoError(f"{key}.{bound}={value!r} must be a finite number")
     integers = isinstance(low, int) and isinstance(high, int) and not _float_field(name)
     kind: Kind = "int" if integers else "float"
-    log = bool(spec.get("log", False))
+    if kind == "float" and _int_field(name):
+        raise HpoError(
+            f"{key} has bounds low={low} high={high}, but {_target(name)} takes integers; "
+            f"write integer bounds (for example {key}={{low: {math.ceil(low)}, high: {math.floor(high)}}})"
+        )
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise HpoError(f"{key}.log={log!r} must be true or false")
     if low > high or (kind == "float" and low == high):
         raise HpoError(
             f"{key} has an empty or inverted range low={low} high={high}; make low < high "
@@ -227,10 +264,38 @@ def _parse_param(name: str, spec: Any) -> Param:
         )
     if log and low <= 0:
         raise HpoError(f"{key} is log-scaled, so low={low} must be positive")
-    step = spec.get("step")
+    step = _parse_step(key, spec.get("step"), kind, low, high)
     if step is not None and log:
         raise HpoError(f"{key} cannot have both log and step")
     return Param(name, kind, low=low, high=high, log=log, step=step)
+
+
+def _parse_step(key: str, step: Any, kind: Kind, low: float, high: float) -> float | None:
+    """The step of a range, checked as Optuna will use it: positive, no larger than the
+    range, an integer for an integer range, and dividing the range (Optuna would otherwise
+    lower `high` to the last multiple of the step, with a warning, and never sample it)."""
+    if step is None:
+        return None
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
+        raise HpoError(f"{key}.step={step!r} must be a positive number (or leave it out)")
+    if kind == "int":
+        if isinstance(step, float) and not step.is_integer():
+            raise HpoError(f"{key}.step={step!r} must be an integer, as low={low} and high={high} are")
+        step = int(step)
+    span = high - low
+    if step > span:
+        raise HpoError(
+            f"{key}.step={step} is larger than the range high-low={span}; use a step of at most {span} "
+            f"(or fix the value: {key}={low})"
+        )
+    multiples = span / step
+    if abs(multiples - round(multiples)) > 1e-9 * max(1.0, multiples):
+        last = low + math.floor(multiples + 1e-9) * step
+        raise HpoError(
+            f"{key}.step={step} does not divide the range {low}..{high} (Optuna would never sample {high}); "
+            f"make high a multiple of the step above low, for example high={last:g}"
+        )
+    return step
 
 
 def _parse_conditional(name: str, spec: Mapping[str, Any], parents: list[str]) -> Param:
@@ -318,19 +383,64 @@ class SearchSpace:
             if not param.contains(value):
                 raise HpoError(f"{key}.{name}={value!r} is outside search_space.{name}")
 
-    def fixed_points(self) -> list[dict[str, Any]]:
-        """The values that some trials are bound to take: the fixed entries, and each fixed
-        branch of a conditional entry with its parent's value (every trial takes the first
-        kind, every trial of that parent value the second). A wrong one is a config error
-        before the study exists, not a share of infeasible trials."""
+    def check(self, base: RunSpec) -> None:
+        """HpoError unless every value that some trial would take builds a valid RunSpec
+        from `base`: each fixed value, each choice, each bound of a range, and each of these
+        in every branch of a conditional entry (with its parent's value). A wrong one is a
+        config error before the study exists, not a share of infeasible trials (or a trial
+        that crashes). A value may be invalid beside some values of the other entries (a
+        head count that does not divide the width): it must build beside one of them, with
+        the fixed values and each value of one other entry in turn."""
         fixed = {p.name: p.value for p in self.params if p.kind == "fixed"}
-        points = [fixed]
+        others = [
+            (p.name, value) for p in self.params if p.kind in ("categorical", "int", "float") for _, value in _values(p)
+        ]
+        try:  # what every trial takes
+            self._check_value(base, fixed, others, {}, "", "search_space", "")
+        except HpoError as together:
+            for name, value in fixed.items():  # the one to blame, if one fails alone
+                self._check_value(base, {}, others, {}, name, f"search_space.{name}", value)
+            raise HpoError(
+                f"search_space's fixed values {fixed} cannot be trained together: {together.__cause__}"
+            ) from None
         for param in self.params:
-            for value, branch in param.branches:
-                if branch.kind == "fixed":
-                    assert param.parent is not None
-                    points.append({**fixed, param.parent: value, param.name: branch.value})
-        return points
+            if param.kind == "fixed":
+                continue
+            if param.kind != "conditional":
+                for label, value in _values(param):
+                    self._check_value(base, fixed, others, {}, param.name, f"search_space.{param.name}{label}", value)
+                continue
+            assert param.parent is not None
+            for parent_value, branch in param.branches:
+                where = f"search_space.{param.name}.{param.parent}.{_as_key(parent_value)}"
+                for label, value in _values(branch):
+                    chosen = {param.parent: parent_value}
+                    self._check_value(base, fixed, others, chosen, param.name, f"{where}{label}", value)
+
+    def _check_value(
+        self,
+        base: RunSpec,
+        fixed: Mapping[str, Any],
+        others: list[tuple[str, Any]],
+        chosen: Mapping[str, Any],
+        name: str,
+        where: str,
+        value: Any,
+    ) -> None:
+        """HpoError, naming `where`, unless entry `name` taking `value` (with the fixed
+        values and the parent's `chosen` one) builds beside the others' values, one at a
+        time. An empty `name` checks the fixed values alone."""
+        point = {**fixed, **chosen, **({name: value} if name else {})}
+        contexts = [{}, *({other: v} for other, v in others if other != name and other not in chosen)]
+        first: HpoError | None = None
+        for context in contexts:
+            try:
+                self.apply(base, {**point, **context})
+                return
+            except HpoError as exc:
+                first = first or exc
+        error = HpoError(f"{where}={value!r} cannot be trained: {first}")
+        raise error from first
 
     def optuna_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """A point of the space (plain names, a baseline's) under Optuna's parameter names."""
@@ -347,7 +457,14 @@ class SearchSpace:
         n_head = next((v for name, v in values.items() if _target(name) == "model.n_head"), base.model.n_head)
         for name, value in values.items():
             section, key = PARAM_TARGETS.get(name, name).split(".")
-            merged[section][key] = n_head * value if name == "head_dim" else value
+            if name == "head_dim":
+                if not (_number(n_head) and _number(value)):
+                    raise HpoError(
+                        f"search_space.head_dim={value!r} with model.n_head={n_head!r}: both must be integers "
+                        "(n_embd = n_head * head_dim)"
+                    )
+                value = n_head * value
+            merged[section][key] = value
         return build(RunSpec, merged)
 
 
@@ -364,6 +481,16 @@ def _check_distinct(params: list[Param]) -> None:
                 f"search_space sets both {names[target]} and {param.name}, which both set {target}; keep one{why}"
             )
         names[target] = param.name
+
+
+def _values(param: Param) -> list[tuple[str, Any]]:
+    """The values of an unconditional entry that `SearchSpace.check` tries, each with where
+    the entry gives it: the fixed value, each choice, or the two bounds of a range."""
+    if param.kind == "fixed":
+        return [("", param.value)]
+    if param.kind == "categorical":
+        return [(f".choices[{i}]", choice) for i, choice in enumerate(param.choices)]
+    return [(".low", param.low), (".high", param.high)]
 
 
 def _all_fixed(param: Param) -> bool:

@@ -138,8 +138,7 @@ class HpoConfig:
 
     def __post_init__(self) -> None:
         space = SearchSpace.from_dict(self.search_space)  # validate early: before a study exists
-        for point in space.fixed_points():
-            space.apply(self.training, point)
+        space.check(self.training)  # every value a trial can take, before the study exists
         for i, baseline in enumerate(self.study.baselines):
             space.check_point(baseline, f"study.baselines[{i}]")
         if self.pruner.is_optunas and len(self.study.objectives) > 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -95,7 +96,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise HpoError(f"{key}={value!r} must be a number")
-        return float(value)
+        number = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
+        if not math.isfinite(number):
+            # No setting means anything at infinity, and a NaN learning rate would train
+            # until the loss is NaN too: both are typos (null is a setting's "none").
+            raise HpoError(f"{key}={value!r} must be a finite number")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise HpoError(f"{key}={value!r} must be a string")

@@ -147,7 +147,8 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise HpoError(f"optim.name={self.name!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
-        # NaN passes on purpose: it is a diverging run (DivergedError), not a typo.
+        # A config never holds NaN or infinity (hpo.config.structured.build refuses them);
+        # one made in Python with lr=NaN is a diverging run (DivergedError) for the trainer.
         if self.lr <= 0:
             raise HpoError(f"optim.lr={self.lr} must be positive (for example optim.lr=1e-3)")
         if self.weight_decay < 0:

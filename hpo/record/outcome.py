@@ -27,12 +27,14 @@ class Reason(str, Enum):
     OUT_OF_MEMORY = "out_of_memory"
     TIMEOUT = "timeout"  # past study.trial_timeout
     CRASHED = "crashed"  # an exception or a signal in a rank
+    DISK_FULL = "disk_full"  # no space left where the run saves its state or model
     # The study's (hpo.study): the trial was stopped, or never trained.
     INFEASIBLE = "infeasible"  # cannot run on these resources: told PRUNED with a violated constraint
     PRUNED = "pruned"  # a rung (or Optuna's pruner) stopped it
     PAUSED = "paused"  # a rung paused it, for a later promotion (pruner.pause)
     INTERRUPTED = "interrupted"  # Ctrl-C: queued again, like a dead worker's trial
     SURPLUS = "surplus"  # a claim that a worker behind the gRPC proxy gave back: it never ran
+    WORKER_LOST = "worker_lost"  # its worker fell silent (killed, frozen, cut off): failed as stale, retried
 
     def __str__(self) -> str:
         return self.value

@@ -42,8 +42,9 @@ def is_grpc(url: str) -> bool:
     return url.startswith(f"{SCHEME}://")
 
 
-def address(url: str) -> tuple[str, int]:
-    """(host, port) of a `grpc://HOST:PORT` URL; HpoError if either is missing."""
+def address(url: str, shown: str) -> tuple[str, int]:
+    """(host, port) of a `grpc://HOST:PORT` URL; HpoError if either is missing. `shown` is
+    the URL as errors show it (hpo.store.storage.redact: no user-info password)."""
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
@@ -51,7 +52,7 @@ def address(url: str) -> tuple[str, int]:
         host = port = None
     if not host or port is None or parts.path not in ("", "/"):
         raise HpoError(
-            f"storage URL {url!r} is malformed; a gRPC storage proxy is grpc://HOST:PORT, "
+            f"storage URL {shown!r} is malformed; a gRPC storage proxy is grpc://HOST:PORT, "
             "the address `hpo proxy` listens on"
         )
     return host, port
@@ -94,20 +95,22 @@ class HeartbeatGrpcStorage(GrpcStorageProxy, BaseHeartbeat):
 
 def connect(
     url: str,
+    shown: str,
     heartbeat_interval: int,
     grace_period: int,
     stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None,
     timeout: float = 5.0,
 ) -> HeartbeatGrpcStorage:
-    """The proxy at `url`; HpoError if it does not answer within `timeout` seconds."""
-    host, port = address(url)
+    """The proxy at `url` (`shown` in messages: redacted); HpoError if it does not answer
+    within `timeout` seconds."""
+    host, port = address(url, shown)
     storage = HeartbeatGrpcStorage(host, port, heartbeat_interval, grace_period, stale_trial_callback)
     try:
         storage.wait_server_ready(timeout=timeout)
     except ConnectionError:
         storage.close()
         raise HpoError(
-            f"no gRPC storage proxy answers at {url}; start one with "
+            f"no gRPC storage proxy answers at {shown}; start one with "
             f"`hpo proxy --storage DATABASE_URL --host {host} --port {port}`"
         ) from None
     return storage

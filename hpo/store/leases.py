@@ -10,6 +10,12 @@ rank is pinned to the core it leased.
 Leases are per host: `HPO_LEASE_HOST` names the machine when the host name does not
 (containers on one machine each have a host name of their own, but share its devices).
 
+The table is one database's: a study in another database on the same host sees none of
+its leases. So a trial also takes a host-wide lock on each device it can (`FileLeases`,
+below), and prefers devices no one else's lock holds: two studies on one machine then
+train on different cores, and since the locks only order the choice, a frozen holder
+never keeps a device from a retry.
+
 Workers behind Optuna's gRPC storage proxy (hpo.store.grpc) have no SQL to run. Their leases
 are `FileLeases`: an flock on one file per device in a folder of the host, which the
 kernel releases the moment its holder dies, so nothing needs to expire. Containers of
@@ -77,10 +83,13 @@ class Leases(abc.ABC):
 class DeviceLeases(Leases):
     """The lease table of one database, seen from this host."""
 
-    def __init__(self, engine: sa.engine.Engine, ttl: float, host: str | None = None) -> None:
+    def __init__(
+        self, engine: sa.engine.Engine, ttl: float, host: str | None = None, host_locks: FileLeases | None = None
+    ) -> None:
         self.engine = engine
         self.ttl = ttl
         self.host = host or os.environ.get("HPO_LEASE_HOST") or platform.node()
+        self.host_locks = host_locks or FileLeases()
         create_tables(engine, _metadata)
 
     def try_acquire(self, pool: Sequence[int], n: int, owner: str) -> list[int] | None:
@@ -92,13 +101,14 @@ class DeviceLeases(Leases):
                 free = [d for d in pool if d not in taken]
                 if len(free) < n:
                     return None
-                chosen = free[:n]
+                chosen = self.host_locks.prefer(free, n, owner)
                 conn.execute(
                     sa.insert(LEASES),
                     [{"host": self.host, "device": d, "owner": owner, "expires_at": now + self.ttl} for d in chosen],
                 )
                 return chosen
         except (IntegrityError, OperationalError):
+            self.host_locks.release(owner)
             return None  # another worker won the race (or held the SQLite write lock): retry
 
     def renew(self, owner: str) -> None:
@@ -112,6 +122,7 @@ class DeviceLeases(Leases):
     def release(self, owner: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(LEASES).where(LEASES.c.host == self.host, LEASES.c.owner == owner))
+        self.host_locks.release(owner)
 
     def held(self) -> dict[int, str]:
         with self.engine.connect() as conn:
@@ -142,13 +153,18 @@ class FileLeases(Leases):
             return None
         return handle
 
-    def try_acquire(self, pool: Sequence[int], n: int, owner: str) -> list[int] | None:
+    def _lock_some(self, devices: Sequence[int], n: int) -> dict[int, IO[str]]:
+        """Up to n of `devices` whose locks were free, in order, with the handles that hold them."""
         taken: dict[int, IO[str]] = {}
-        for device in pool:
+        for device in devices:
             if len(taken) == n:
                 break
             if (handle := self._lock(device)) is not None:
                 taken[device] = handle
+        return taken
+
+    def try_acquire(self, pool: Sequence[int], n: int, owner: str) -> list[int] | None:
+        taken = self._lock_some(pool, n)
         if len(taken) < n:
             for handle in taken.values():
                 handle.close()
@@ -159,6 +175,15 @@ class FileLeases(Leases):
             handle.flush()
         self._handles.setdefault(owner, []).extend(taken.values())
         return list(taken)
+
+    def prefer(self, free: Sequence[int], n: int, owner: str) -> list[int]:
+        """n of the `free` devices, those no other process of this host holds first, whose
+        locks `owner` then holds. What a database's lease table calls free, a trial of a
+        study in another database may train on: the locks spread such studies over the
+        cores, and since they only order the choice, a holder that hangs blocks nobody."""
+        taken = self._lock_some(free, n)
+        self._handles.setdefault(owner, []).extend(taken.values())
+        return [*taken, *(d for d in free if d not in taken)][:n]
 
     def release(self, owner: str) -> None:
         for handle in self._handles.pop(owner, []):

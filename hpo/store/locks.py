@@ -1,7 +1,8 @@
 """Mutual exclusion between every worker of a study, across processes and hosts.
 
 A PostgreSQL advisory lock, or a file lock beside a SQLite database (which only one host
-can use anyway). Claims of trial slots (hpo.study.worker), promotions of paused trials
+can use anyway) whose file exists only while it is held or waited for: a run leaves no
+lock file behind. Claims of trial slots (hpo.study.worker), promotions of paused trials
 and the redrawing of a study's dashboard figures (hpo.browse.publisher) happen under it.
 Behind Optuna's gRPC proxy there is no SQL and no lock: callers are told so.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,10 +49,40 @@ def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterato
     if not database or database == ":memory:":
         yield True  # an in-memory database has a single process
         return
-    lock_path = Path(f"{database}.{hashlib.sha256(study_name.encode()).hexdigest()[:12]}.lock")
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with file_lock(Path(f"{database}.{hashlib.sha256(study_name.encode()).hexdigest()[:12]}.lock")):
+        yield True
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on the file `path`, which exists only while someone holds or
+    waits for the lock: the holder deletes it before it lets go.
+
+    Deleting a lock file races with a process that opened it and waits: once it gets the
+    lock, the path may name a new file, locked by someone else, or none. So a process that
+    gets the lock checks that the path still names the file it locked (same device and
+    inode), and starts over otherwise; and only the holder deletes the file, while it
+    still holds the lock, so a path that names a locked file names the only live lock.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            yield True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = os.fstat(fd)
+            try:
+                named = os.stat(path)
+            except FileNotFoundError:
+                named = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if named is not None and (named.st_dev, named.st_ino) == (locked.st_dev, locked.st_ino):
+            break
+        os.close(fd)  # a file its holder deleted: closing it drops the lock on it; try the path again
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.close(fd)

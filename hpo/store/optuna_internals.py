@@ -25,6 +25,7 @@ __all__ = [
     "delete_trial_system_attr",
     "finished_trial",
     "read_trials",
+    "stale_trial_ids",
     "study_storage",
     "trial_id",
 ]
@@ -45,6 +46,13 @@ def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     record with its system attributes, which `optuna.Trial` does not show) is keyed by it,
     and neither trial class exposes it publicly."""
     return trial._trial_id
+
+
+def stale_trial_ids(storage: BaseHeartbeat, study: Study) -> list[int]:
+    """The ids of the study's RUNNING trials whose heartbeat is past the grace period: what
+    `optuna.storages.fail_stale_trials` fails without a word. hpo needs them while they
+    still run, to record why (`worker_lost`) before failing them itself."""
+    return storage._get_stale_trial_ids(study._study_id)
 
 
 def study_storage(study: Study) -> optuna.storages.BaseStorage:

@@ -106,6 +106,16 @@ class RetryLostTrial:
         self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         self._max_retry, self._folder = max_retry, folder
 
+    @property
+    def max_retry(self) -> int:
+        """How many times a lost trial is retried (`storage.max_retry`)."""
+        return self._max_retry
+
+    def retries(self, trial: FrozenTrial) -> int | None:
+        """Which retry of the lost run `trial` gets (1 for the first), or None past `max_retry`."""
+        done = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
+        return done + 1 if done < self._max_retry else None
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Queue the retry, as Optuna's heartbeat check and hpo's Ctrl-C handler ask."""
         last = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)) >= self._max_retry

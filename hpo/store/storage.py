@@ -9,10 +9,12 @@ terminal or a log. Heartbeats turn a trial whose worker died into a retried tria
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import weakref
 from typing import Any, TypeAlias
+from urllib.parse import unquote, unquote_plus
 
 import optuna
 import sqlalchemy
@@ -40,12 +42,90 @@ def resolve_url(flag: str | None = None, configured: str | None = None) -> str:
     return flag or configured or os.environ.get("HPO_STORAGE") or DEFAULT_URL
 
 
+MASK = "***"
+MALFORMED = "<malformed storage URL>"
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://(.*)\Z", re.S)
+# A query parameter that carries a secret: libpq's `password` and `sslpassword`, or any key
+# that names a password. (`passfile` names a file, not a secret, and is shown.)
+_QUERY_SECRET = re.compile(r"[?&][^?&=#]*password[^?&=#]*=", re.I)
+_SCHEMES = ("sqlite", "postgresql", "postgres", grpc.SCHEME)
+# What cannot be in a user name: text before a `:` that holds one of these is not a user name.
+_NOT_A_USER = re.compile(r"[@/?#&]")
+
+
+def _masked(url: str) -> tuple[str, list[str]]:
+    """(the URL with its secrets replaced by ***, the secrets as they appear in it).
+
+    Works on the text itself, not on a parse, so a URL that parses wrongly or not at all
+    (an unencoded `@`, `/`, `?` or `&` in a password) never shows a piece of its password:
+    - the user-info's password is everything between the user name's `:` and the *last*
+      `@`; a user-info whose user name is unclear (it holds `@`, `/`, `?`, `#` or `&`) is
+      masked whole, so everything between `://` and the last `@` is hidden;
+    - a query password (`?password=`, `&sslpassword=`) is masked to the end of the URL,
+      since an unencoded `&` or `#` may be part of it;
+    - a URL that has nothing to mask but does not parse is not shown at all, nor is one of
+      a scheme hpo does not open (its scheme only: `mysql://***`).
+    """
+    match = _SCHEME.match(url)
+    if match is None:
+        return MALFORMED, [url]
+    scheme, rest = match.groups()
+    backend = scheme.lower().split("+")[0]
+    if backend not in _SCHEMES:  # not a URL hpo opens, maybe no URL at all: the scheme only
+        return f"{scheme}://{MASK}", [rest]
+    rest_at = match.start(2)
+    hidden = [False] * len(url)
+    if "@" in rest and not (backend == "sqlite" and rest.startswith("/")):  # a path's @ is no user-info
+        at = rest_at + rest.rindex("@")
+        user, colon, _ = url[rest_at:at].partition(":")
+        start = rest_at + len(user) + 1 if colon and not _NOT_A_USER.search(user) else rest_at
+        if colon or _NOT_A_USER.search(user):
+            hidden[start:at] = [True] * (at - start)
+    query = _QUERY_SECRET.search(url, rest_at)
+    if query is not None:
+        hidden[query.end() :] = [True] * (len(url) - query.end())
+    shown: list[str] = []
+    secrets: list[str] = []
+    i = 0
+    while i < len(url):
+        j = i
+        while j < len(url) and hidden[j] == hidden[i]:
+            j += 1
+        if hidden[i]:
+            secrets.append(url[i:j])
+        shown.append(MASK if hidden[i] else url[i:j])
+        i = j
+    if not secrets:
+        try:
+            make_url(url)
+        except (ArgumentError, ValueError):
+            return MALFORMED, [url]
+    return "".join(shown), secrets
+
+
 def redact(url: str) -> str:
-    """The URL with its password replaced by ***, safe to print."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<malformed storage URL>"
+    """The URL with its passwords replaced by ***, safe to print or store.
+
+    The one redaction for every storage URL hpo shows: SQLAlchemy URLs (a password in the
+    user-info or in the query), `grpc://` URLs, and malformed ones (a malformed URL with
+    nothing to mask is not shown at all).
+    """
+    return _masked(url)[0]
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (a driver's error message about `url`) without any secret of `url` in it:
+    psycopg echoes parts of a connection string, e.g. the host it could not resolve, which
+    an unencoded `@` in a password makes a piece of that password."""
+    pieces: set[str] = set()
+    for secret in _masked(url)[1]:
+        for form in (secret, unquote(secret), unquote_plus(secret)):
+            pieces.add(form)
+            pieces.update(re.split(r"[@:/?#&=]", form))
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= 3:
+            text = text.replace(piece, MASK)
+    return text
 
 
 def parse_url(url: str) -> URL:
@@ -54,6 +134,13 @@ def parse_url(url: str) -> URL:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise HpoError(f"storage URL {redact(url)!r} is malformed; {URL_HELP}") from None
+    if parsed.get_backend_name() != "sqlite" and url.count("@") > 1:
+        # SQLAlchemy would split the URL at one of them and the driver would, say, look up
+        # the rest of a password as a host name (and print it)
+        raise HpoError(
+            f"storage URL {redact(url)!r} has more than one @; write an @ in a user name, password "
+            "or query value as %40"
+        )
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
@@ -82,7 +169,9 @@ def open_storage(
     config = config or StorageConfig()
     if grpc.is_grpc(url):
         retry = RetryLostTrial(config.max_retry, state_folder(config, None))
-        return grpc.connect(url, config.heartbeat_interval, config.grace_period, retry, timeout=proxy_timeout)
+        return grpc.connect(
+            url, redact(url), config.heartbeat_interval, config.grace_period, retry, timeout=proxy_timeout
+        )
     parsed = parse_url(url)
     file = sqlite_file(parsed)
     retry = RetryLostTrial(config.max_retry, state_folder(config, file))
@@ -113,7 +202,7 @@ def open_storage(
         _OPENED.add(storage.engine)
         return storage
     except (SQLAlchemyError, ImportError, OSError) as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        detail = scrub(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], url)
         raise HpoError(
             f"cannot open storage {redact(url)}: {detail}; check that the database server is "
             "running and the URL is right"
@@ -172,7 +261,7 @@ def wait_for_storage(
     before its database, as in docker-compose); says once that it waits, and gives up
     with an HpoError after `timeout` seconds. A malformed URL fails at once."""
     if grpc.is_grpc(url):
-        grpc.address(url)
+        grpc.address(url, redact(url))
     else:
         parse_url(url)
     deadline = time.monotonic() + timeout

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import shutil
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.settings import HpoConfig
@@ -29,13 +34,60 @@ from hpo.search.pruning import keeps, promotable
 from hpo.search.samplers import suggest
 from hpo.store.curves import Curves, open_curves
 from hpo.store.leases import DeviceLeases, FileLeases, Leases, lease_owner
-from hpo.store.optuna_internals import trial_id
+from hpo.store.optuna_internals import study_storage, trial_id
 from hpo.store.states import RetryLostTrial, StateFiles, StateFolder, state_folder
 from hpo.store.storage import Storage, sqlite_file
 from hpo.study.models import KeptModels, models_of
 from hpo.trainer.feasibility import infeasible_reason
 from hpo.trainer.hardware import device_pool
 from hpo.trainer.launch import TrialFailure, run_isolated
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# How long a worker waits for a database that stopped answering (a restart, a failover)
+# before it gives up; a trial whose heartbeat is silent past the grace period meanwhile is
+# retried elsewhere, and this worker drops its late result.
+DATABASE_PATIENCE_S = 300.0
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached now (rather than that a query is wrong):
+    SQLAlchemy's OperationalError, or Optuna's StorageInternalError that wraps one."""
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        exc = exc.__cause__ or exc
+    return isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) or (
+        isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
+    )
+
+
+def patiently(what: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`fn(*args, **kwargs)`, tried again while the database does not answer, with a growing
+    pause (up to 5 s), for up to DATABASE_PATIENCE_S seconds; says once that it waits, and
+    when the database is back. Optuna's RDBStorage does not retry, and SQLAlchemy's
+    pre-ping only replaces connections that died while idle in the pool."""
+    deadline, pause, announced = time.monotonic() + DATABASE_PATIENCE_S, 0.5, False
+    while True:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_outage(exc) or time.monotonic() >= deadline:
+                raise
+            if not announced:
+                cause = str(getattr(exc.__cause__, "orig", None) or exc).strip().splitlines()[0]
+                print(f"warning: the database does not answer ({what}): {cause}; waiting for it", file=sys.stderr)
+                announced = True
+            time.sleep(pause)
+            pause = min(5.0, pause * 2)
+            continue
+        if announced:
+            print(f"the database answers again ({what}); going on", file=sys.stderr, flush=True)
+        return result
+
+
+class _Lost(Exception):
+    """The trial was failed as `worker_lost` by another worker while this one ran it (frozen,
+    or cut off from the database past the grace period) and its retry runs elsewhere."""
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -72,7 +124,11 @@ class _Heartbeat:
 
     def _run(self, beat: Callable[[], None], interval: float) -> None:
         while True:
-            beat()
+            try:
+                beat()
+            except Exception as exc:  # a database outage: beat again at the next interval
+                if not is_outage(exc):
+                    raise
             if self._stop.wait(interval):
                 return
 
@@ -130,21 +186,28 @@ def run_trial(
     config: HpoConfig,
     stores: TrialStores,
     on_eval: Callable[[EvalEvent], None] | None = None,
-) -> FrozenTrial:
-    """Sample, check, lease devices, train and tell one trial; returns its final record.
+) -> FrozenTrial | None:
+    """Sample, check, lease devices, train and tell one trial; returns its final record, or
+    None if another worker failed it as lost meanwhile (this worker froze, or lost the database
+    past the grace period): its retry runs elsewhere, and this late run's result is dropped.
 
     Infeasible configurations are told PRUNED with a violated constraint, so TPE and GP
     learn to avoid them (Optuna's samplers read constraints of complete and pruned
     trials only); failures are FAIL with a one-word reason; a pruned trial is PRUNED with
     the values it had at its rung. Ctrl-C at any point fails the trial with reason
     `interrupted` (never leaving it RUNNING), queues it again for the next run to resume
-    (as Optuna queues a dead worker's trial) and propagates.
+    (as Optuna queues a dead worker's trial) and propagates; so does SIGTERM (hpo.cli), which
+    raises KeyboardInterrupt("SIGTERM").
     """
     try:
         return _run_trial(study, trial, config, stores, on_eval)
-    except KeyboardInterrupt:
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            stopped = _finish(study, trial, TrialState.FAIL, reason=(Reason.INTERRUPTED, "stopped by Ctrl-C"))
+    except (_Lost, optuna.exceptions.UpdateFinishedTrialError):
+        _drop_late_run(study, trial, stores)
+        return None
+    except KeyboardInterrupt as stop:
+        by = stop.args[0] if stop.args else "Ctrl-C"
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, _Lost):
+            stopped = _finish(study, trial, TrialState.FAIL, reason=(Reason.INTERRUPTED, f"stopped by {by}"))
             # The retry carries the trial's system attributes (its state file) and the run it
             # continues or trains again (attrs.CARRIED); the rest of its user attributes
             # describe the stopped run, the reason above included, and stay with it.
@@ -152,6 +215,24 @@ def run_trial(
             blank.user_attrs = {k: v for k, v in stopped.user_attrs.items() if k in attrs.CARRIED}
             RetryLostTrial(config.storage.max_retry, stores.states)(study, blank)
         raise
+
+
+def _drop_late_run(study: optuna.Study, trial: optuna.Trial, stores: TrialStores) -> None:
+    """Another worker failed this trial as lost and queued its retry: warn, and delete this
+    run's state files once no retry of it waits or runs (one that does deletes them when it ends)."""
+    print(
+        f"warning: trial {trial.number} was given up for lost (its heartbeat went silent past the grace period) "
+        "and retried by another worker; this worker's late result is dropped",
+        file=sys.stderr,
+        flush=True,
+    )
+    if stores.states is None:
+        return
+    retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number
+    pending = (TrialState.WAITING, TrialState.RUNNING)
+    if not any(retried(t) == trial.number for t in study.get_trials(deepcopy=False, states=pending)):
+        for _, name in stores.storage.get_trial(trial_id(trial)).system_attrs.get(attrs.STATE_FILES, []):
+            StateFiles(stores.states.path / name).discard()
 
 
 def _run_trial(
@@ -185,10 +266,17 @@ def _run_trial(
     judge = _Judge(study, trial, config, stores.curves, rungs, after_tokens=resumed_at)
 
     def on_event(event: EvalEvent) -> None:
-        stores.curves.record(study.study_name, trial.number, event)
+        patiently("recording an evaluation", _record_event, event)
         if on_eval is not None:
             on_eval(event)
-        judge(event)
+        patiently("judging an evaluation", judge, event)
+
+    def _record_event(event: EvalEvent) -> None:
+        # A worker that froze (or lost the database) past the grace period finds its trial
+        # failed and retried elsewhere: it stops, and its points stay off the retry's curve.
+        if stores.storage.get_trial(trial_id(trial)).state.is_finished():
+            raise _Lost
+        stores.curves.record(study.study_name, trial.number, event)
 
     def beat() -> None:
         stores.storage.record_heartbeat(trial_id(trial))
@@ -206,12 +294,14 @@ def _run_trial(
                 trial.set_constraint(attrs.CONSTRAINT, 0.0)
                 attrs.write_run(trial, spec.train.seed, spec.to_dict(), devices)
 
+            describe_patiently = functools.partial(patiently, "describing the trial", describe)
+
             result = run_isolated(
                 run_spec,
                 on_eval=on_event,
                 timeout=config.study.trial_timeout,
                 device_ids=devices,
-                on_started=describe,
+                on_started=describe_patiently,
             )
     except _Paused as paused:  # its run's state at the rung stays, for a promotion
         if files is not None:
@@ -222,16 +312,16 @@ def _run_trial(
         return _finish(study, trial, TrialState.PRUNED, reason=(Reason.PRUNED, str(pruned)))
     except TrialFailure as failure:
         _discard(files)
-        return _finish(study, trial, TrialState.FAIL, reason=(failure.reason, failure.message))
+        return _finish(study, trial, TrialState.FAIL, reason=_explained(failure, stores.states))
     _discard(files)
-    attrs.write_result(trial, result)
+    patiently("recording the result", attrs.write_result, trial, result)
     values = [getattr(result, name) for name in config.study.objectives]
     if stores.models is None or model_file is None:
         return _finish(study, trial, TrialState.COMPLETE, values=values)
     # Kept before the tell (Optuna writes no attribute of a finished trial), dropped after it.
-    stores.models.keep_if_worth_it(study, trial, values, model_file)
+    patiently("keeping the model", stores.models.keep_if_worth_it, study, trial, values, model_file)
     finished = _finish(study, trial, TrialState.COMPLETE, values=values)
-    stores.models.drop_stale(study)
+    patiently("dropping stale models", stores.models.drop_stale, study)
     return finished
 
 
@@ -310,6 +400,38 @@ def _finish(
     values: list[float] | None = None,
     reason: tuple[Reason, str] | None = None,
 ) -> FrozenTrial:
-    if reason is not None:
-        attrs.write_reason(trial, *reason)
-    return study.tell(trial, values=values, state=state)
+    """Tell the trial's outcome, waiting out a database outage; _Lost if another worker
+    failed it as lost meanwhile."""
+
+    def tell() -> FrozenTrial:
+        if reason is not None:
+            attrs.write_reason(trial, *reason)
+        try:
+            return study.tell(trial, values=values, state=state)
+        except ValueError:  # "Cannot tell a FAIL trial": failed as stale since the attributes were written
+            if study_storage(study).get_trial(trial_id(trial)).state.is_finished():
+                raise _Lost from None
+            raise
+
+    return patiently("telling the trial's outcome", tell)
+
+
+# How a write to a full disk reads in a rank's error: the OS's ENOSPC, or torch.save's stream
+# writer when a write came up short ("unexpected pos N vs M").
+_DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "unexpected pos")
+
+
+def _explained(failure: TrialFailure, states: StateFolder | None) -> tuple[Reason, str]:
+    """A failed run's reason; a full disk is named as such, with the folder of the trial's
+    states and the space left on it. The run's exception crosses a process boundary as text
+    (hpo.trainer.launch), hence the match."""
+    if failure.reason != Reason.CRASHED or not any(sign in failure.message for sign in _DISK_FULL_SIGNS):
+        return failure.reason, failure.message
+    if states is None:
+        return Reason.DISK_FULL, f"no space left on a disk the run writes to: {failure.message}"
+    try:
+        free = f"{shutil.disk_usage(states.path).free / 2**20:,.1f} MiB free once its state was deleted"
+    except OSError:
+        free = "its free space unknown"
+    message = f"no space left on the disk of the state folder {states.path} ({free}): {failure.message}"
+    return Reason.DISK_FULL, message

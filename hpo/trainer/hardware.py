@@ -65,8 +65,9 @@ def device_pool(resources: ResourcesConfig) -> tuple[list[int], str]:
     wanted = list(range(devices)) if isinstance(devices, int) else [int(d) for d in devices]
     missing = [d for d in wanted if d not in found] if isinstance(devices, tuple) else []
     if missing or len(wanted) > len(found):
+        shown = list(devices) if isinstance(devices, tuple) else devices  # as the user writes it
         raise HpoError(
-            f"resources.devices={devices} asks for {kind} devices this machine lacks "
+            f"resources.devices={shown} asks for {kind} devices this machine lacks "
             f"(it has {kind} {found}); use resources.devices=auto"
         )
     return (found[: len(wanted)] if isinstance(devices, int) else wanted), kind

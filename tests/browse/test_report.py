@@ -107,7 +107,7 @@ def test_nonexistent_study_is_one_error_line(tmp_path_factory: pytest.TempPathFa
 def test_out_that_is_a_file_is_one_error_line(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     url = browse_study(tmp_path_factory)
     (tmp_path / "file").write_text("")
-    assert_user_error(hpo("report", STUDY, "--storage", url, "--out", str(tmp_path / "file")), "--out", "choose")
+    assert_user_error(hpo("report", STUDY, "--storage", url, "--out", str(tmp_path / "file")), "--out", "not a folder")
 
 
 def test_missing_database_is_one_error_line(sqlite_url: str, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ installed Optuna: a 5.x release that renames or reshapes one fails here, by name
 from __future__ import annotations
 
 import inspect
+import time
 from pathlib import Path
 
 import optuna
@@ -18,6 +19,7 @@ from hpo.store.optuna_internals import (
     delete_trial_system_attr,
     finished_trial,
     read_trials,
+    stale_trial_ids,
     study_storage,
     trial_id,
 )
@@ -31,6 +33,17 @@ def test_the_heartbeat_protocol_has_the_methods_hpo_implements() -> None:
         "get_heartbeat_stale_trial_callback",
     }
     assert isinstance(optuna.storages.RDBStorage("sqlite://"), BaseHeartbeat)
+
+
+def test_stale_trial_ids_are_those_fail_stale_trials_fails(tmp_path: Path) -> None:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(trial_id(trial))
+    assert stale_trial_ids(storage, study) == []
+    time.sleep(2.5)
+    assert stale_trial_ids(storage, study) == [trial_id(trial)]
+    assert "_get_stale_trial_ids(study._study_id)" in inspect.getsource(optuna.storages.fail_stale_trials)
 
 
 def test_trial_ids_and_the_study_storage() -> None:

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -58,10 +59,11 @@ pytestmark = [
 
 # Dead workers are noticed within seconds instead of the default half-minute.
 FAST_HEARTBEAT = ("storage.heartbeat_interval=1", "storage.grace_period=3")
-# A budget that keeps a trial training for some seconds, long enough to interrupt it mid-way even beside
-# another test file (-n 2), and evaluations from a sixth of it on, so that most of it is left once one
-# has been saved.
-LONG_TRIAL = ("budget.tokens=300000", "train.evals=6")
+# A trial with evaluations from a quarter of its budget on. The tests that stop one mid-way suspend its
+# training process once it has saved an evaluation (_pause_once_saved), so its length needs no margin
+# for a slow or busy machine.
+LONG_TOKENS = 120_000
+LONG_TRIAL = (f"budget.tokens={LONG_TOKENS}", "train.evals=4")
 # Every metric a complete trial stores, with the environment it ran in.
 TRIAL_ATTRS = (
     "val_accuracy",
@@ -381,7 +383,7 @@ def _assert_resumed(url: str, name: str, lost: FrozenTrial, points: list[EvalEve
     assert retry.user_attrs["seed"] == lost.user_attrs["seed"]  # it trains as the lost trial did
     # it took over at the lost run's last saved evaluation (the kill may have come after a later one)
     assert retry.user_attrs["resumed_at_tokens"] >= points[-1].tokens > 0
-    assert retry.user_attrs["tokens"] >= 300_000  # LONG_TRIAL's budget, in whole steps, all told
+    assert retry.user_attrs["tokens"] >= LONG_TOKENS  # LONG_TRIAL's budget, in whole steps, all told
     curve = [EvalEvent(**point) for point in retry.user_attrs["curve"]]
     assert curve[: len(points)] == points  # the lost run's points, then the retry's
     assert _saved_points(url, name, retry.number)[: len(points)] == points
@@ -396,6 +398,37 @@ def _trial_process(worker_pid: int) -> list:
         return []
 
 
+def _pause_once_saved(url: str, name: str, worker: subprocess.Popen, number: int) -> tuple[list, list[EvalEvent]]:
+    """Suspend trial `number`'s training process (SIGSTOP) and let it run in 50 ms bursts
+    until it has saved an evaluation; return it, suspended, and the points it saved. The
+    trial is then stopped mid-run on any machine, however fast: no test races its end."""
+    training = wait_for(lambda: _trial_process(worker.pid), timeout=60, what="the training child process")
+    for process in training:
+        process.suspend()
+
+    def saved() -> list[EvalEvent] | None:
+        points = _saved_points(url, name, number)
+        if points:
+            return points
+        for process in training:
+            process.resume()
+        time.sleep(0.05)
+        for process in training:
+            process.suspend()
+        return None
+
+    return training, wait_for(saved, timeout=120, what="a saved evaluation", interval=0)
+
+
+def _resume(processes: list) -> None:
+    """SIGCONT to those still there (a suspended process cannot notice that its parent died)."""
+    for process in alive(processes):
+        try:
+            process.resume()
+        except psutil.NoSuchProcess:
+            continue
+
+
 @pytest.mark.timeout(600)
 def test_killed_worker_trial_is_retried_from_its_state(storage_url: str, tmp_path: Path) -> None:
     name = "crash"
@@ -406,15 +439,13 @@ def test_killed_worker_trial_is_retried_from_its_state(storage_url: str, tmp_pat
     process, running = _start_and_catch_a_running_trial(storage_url, name, *extra)
     tree: list = []
     try:
-        wait_for(lambda: _trial_process(process.pid), timeout=60, what="the training child process")
-        points = wait_for(
-            lambda: _saved_points(storage_url, name, running.number), timeout=120, what="a saved evaluation"
-        )
+        training, points = _pause_once_saved(storage_url, name, process, running.number)
         tree = process_tree(process.pid)
         assert len(tree) >= 3  # the worker, the forkserver, the training process (+ resource tracker)
         before = {t.number: t.values for t in complete(storage_url, name)}
         assert before and running.number not in before
         os.kill(process.pid, signal.SIGKILL)
+        _resume(training)  # it holds the worker's output pipes, and must run to see its parent gone
         process.communicate(timeout=60)
         # the training child watches its parent: nothing of this run outlives the worker
         wait_for(lambda: not alive(tree), timeout=30, what=f"processes {alive(tree)} to exit")
@@ -431,6 +462,10 @@ def test_killed_worker_trial_is_retried_from_its_state(storage_url: str, tmp_pat
     trials_now = {t.number: t for t in study.trials}
     killed = trials_now[running.number]
     assert killed.state == TrialState.FAIL
+    # why, where and since when: the worker that found it stale wrote it before failing it
+    assert killed.user_attrs["failure_reason"] == "worker_lost"
+    assert killed.user_attrs["host"] in killed.user_attrs["failure_message"]
+    assert "worker_lost" in hpo_ok("show", name, "--storage", storage_url).stdout
     retries = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == running.number]
     assert len(retries) == 1
     (retry,) = retries
@@ -499,10 +534,11 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes_it(sqlite_url: 
     process, running = _start_and_catch_a_running_trial(sqlite_url, name)
     tree: list = []
     try:
-        points = wait_for(lambda: _saved_points(sqlite_url, name, running.number), timeout=120, what="an evaluation")
+        training, points = _pause_once_saved(sqlite_url, name, process, running.number)
         before = {t.number: t.values for t in complete(sqlite_url, name)}
         tree = process_tree(process.pid)
         os.killpg(process.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the whole group
+        _resume(training)
         out, err = process.communicate(timeout=120)
         wait_for(lambda: not alive(tree), timeout=30, what=f"processes {alive(tree)} to exit")
     finally:
@@ -642,7 +678,10 @@ def test_infeasible_devices_are_pruned_with_a_constraint(sqlite_url: str) -> Non
 
 def test_infeasible_memory_is_pruned_with_a_constraint(sqlite_url: str) -> None:
     name = "too-big"
-    hpo_ok("run", *tiny(name, 1, "resources.memory_limit_gb=0.000001"), "--storage", sqlite_url, "--quiet")
+    # A batch of 4096 needs an estimated 2.4-4.1 GiB, one of 16 under 0.02 GiB: the limit rules
+    # out the first only (one that ruled out every trial would be refused before the study).
+    space = ("search_space.batch_size={choices: [16, 4096]}", "study.baselines=[{batch_size: 4096}]")
+    hpo_ok("run", *tiny(name, 1, *space, "resources.memory_limit_gb=1"), "--storage", sqlite_url, "--quiet")
     (trial,) = trials(sqlite_url, name)
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs["failure_reason"] == "infeasible"
