@@ -78,6 +78,7 @@ def run_study(
     each trial this process finishes."""
     _check_workers(n_workers)
     _check_timeout(timeout)
+    _check_some_trial_runs(config)  # here: `--create-only` may make a GPU study on a CPU host
     study, opened, url = _create(config, storage)
     _work(study, opened, config, url, n_workers=n_workers, timeout=timeout, on_start=on_start, on_trial=on_trial)
     return study
@@ -137,9 +138,8 @@ def _create(config: HpoConfig, storage: str | None) -> tuple[optuna.Study, Stora
     """The study of `config`, created or continued, with its opened storage and URL.
 
     What needs no database is checked before it is opened (which creates a SQLite file):
-    that some trial can run here, and the data."""
+    the data (and, by the callers that run trials here, that some trial can run here)."""
     url = resolve_url(storage, config.storage.url)
-    _check_some_trial_runs(config)
     fingerprint = load_dataset(config.data).fingerprint
     opened = open_storage(url, config.storage)
     states_of(opened, config)  # a setting this database cannot serve is an error before the study exists

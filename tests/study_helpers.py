@@ -22,6 +22,10 @@ from typing import Any
 import optuna
 import psutil
 
+from hpo.record.outcome import EvalEvent
+from hpo.store.curves import open_curves
+from hpo.store.storage import open_storage
+
 # A trial of about a second: one thread, so concurrent tests and workers share 2 cores fairly.
 TINY: tuple[str, ...] = (
     "experiment=smoke",
@@ -224,3 +228,47 @@ def study_snapshot(url: str) -> str:
             }
         )
     return json.dumps(out, sort_keys=True, default=str)
+
+
+def saved_points(url: str, name: str, number: int) -> list[EvalEvent]:
+    """The learning curve that trial `number` recorded: it saved its state at each point."""
+    return open_curves(open_storage(url)).curve(name, number)
+
+
+def training_processes(worker_pid: int) -> list:
+    """The worker's descendants that are not its own children: the training process."""
+    try:
+        return [p for p in process_tree(worker_pid)[1:] if p.ppid() != worker_pid]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def pause_once_saved(url: str, name: str, worker: subprocess.Popen, number: int) -> tuple[list, list[EvalEvent]]:
+    """Suspend trial `number`'s training process (SIGSTOP) and let it run in 50 ms bursts
+    until it has saved an evaluation; return it, suspended, and the points it saved. The
+    trial is then stopped mid-run on any machine, however fast: no test races its end."""
+    training = wait_for(lambda: training_processes(worker.pid), timeout=60, what="the training child process")
+    for process in training:
+        process.suspend()
+
+    def saved() -> list[EvalEvent] | None:
+        points = saved_points(url, name, number)
+        if points:
+            return points
+        for process in training:
+            process.resume()
+        time.sleep(0.05)
+        for process in training:
+            process.suspend()
+        return None
+
+    return training, wait_for(saved, timeout=120, what="a saved evaluation", interval=0)
+
+
+def resume_processes(processes: list) -> None:
+    """SIGCONT to those still there (a suspended process cannot notice that its parent died)."""
+    for process in alive(processes):
+        try:
+            process.resume()
+        except psutil.NoSuchProcess:
+            continue

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo import __version__
 from hpo.config.settings import TRAIN_KEYS, HpoConfig
@@ -160,8 +160,10 @@ def write_reason(trial: optuna.Trial, reason: Reason, message: str) -> None:
 
 
 def read_reason(trial: FrozenTrial) -> str | None:
-    """The trial's failure reason: a Reason's value, or None if it has none."""
-    return trial.user_attrs.get(REASON)
+    """The trial's failure reason: a Reason's value, or None if it has none. A complete
+    trial has none, whatever it holds: another worker may have found its frozen worker
+    lost (`worker_lost`) just before that worker woke and completed it."""
+    return None if trial.state == TrialState.COMPLETE else trial.user_attrs.get(REASON)
 
 
 def read_message(trial: FrozenTrial) -> str:

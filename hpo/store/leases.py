@@ -11,8 +11,9 @@ Leases are per host: `HPO_LEASE_HOST` names the machine when the host name does 
 (containers on one machine each have a host name of their own, but share its devices).
 
 The table is one database's: a study in another database on the same host sees none of
-its leases. So a trial also takes a host-wide lock on each device it can (`FileLeases`,
-below), and prefers devices no one else's lock holds: two studies on one machine then
+its leases. So a trial also takes a host-wide lock on each device it can (`FileLeases`
+named `preferred`, apart from the gRPC workers' `device` leases), and prefers devices no
+one else's lock holds: two studies on one machine then
 train on different cores, and since the locks only order the choice, a frozen holder
 never keeps a device from a retry.
 
@@ -84,12 +85,16 @@ class DeviceLeases(Leases):
     """The lease table of one database, seen from this host."""
 
     def __init__(
-        self, engine: sa.engine.Engine, ttl: float, host: str | None = None, host_locks: FileLeases | None = None
+        self,
+        engine: sa.engine.Engine,
+        ttl: float,
+        host: str | None = None,
+        host_locks: FileLeases | _NoLocks | None = None,
     ) -> None:
         self.engine = engine
         self.ttl = ttl
         self.host = host or os.environ.get("HPO_LEASE_HOST") or platform.node()
-        self.host_locks = host_locks or FileLeases()
+        self.host_locks = host_locks or _preference_locks()
         create_tables(engine, _metadata)
 
     def try_acquire(self, pool: Sequence[int], n: int, owner: str) -> list[int] | None:
@@ -135,17 +140,19 @@ class DeviceLeases(Leases):
 
 
 class FileLeases(Leases):
-    """Leases as flocks on files `device-N.lock` in a folder of this host."""
+    """Leases as flocks on files `NAME-N.lock` (`device-N.lock` by default) in a folder of
+    this host; `name` keeps apart locks that mean different things in one folder."""
 
-    def __init__(self, directory: str | Path | None = None) -> None:
+    def __init__(self, directory: str | Path | None = None, name: str = "device") -> None:
         default = Path(tempfile.gettempdir()) / "hpo-leases"
         self.directory = Path(directory or os.environ.get("HPO_LEASE_DIR") or default)
+        self.name = name
         self.directory.mkdir(parents=True, exist_ok=True)
         self._handles: dict[str, list[IO[str]]] = {}
 
     def _lock(self, device: int) -> IO[str] | None:
         """An open handle that holds the device's lock, or None if someone else holds it."""
-        handle = open(self.directory / f"device-{device}.lock", "a+")  # noqa: SIM115 (held past this call)
+        handle = open(self.directory / f"{self.name}-{device}.lock", "a+")  # noqa: SIM115 (held past this call)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -181,7 +188,10 @@ class FileLeases(Leases):
         locks `owner` then holds. What a database's lease table calls free, a trial of a
         study in another database may train on: the locks spread such studies over the
         cores, and since they only order the choice, a holder that hangs blocks nobody."""
-        taken = self._lock_some(free, n)
+        try:
+            taken = self._lock_some(free, n)
+        except OSError:  # a folder this user cannot write (another user's, a read-only /tmp)
+            taken = {}
         self._handles.setdefault(owner, []).extend(taken.values())
         return [*taken, *(d for d in free if d not in taken)][:n]
 
@@ -191,14 +201,34 @@ class FileLeases(Leases):
 
     def held(self) -> dict[int, str]:
         out = {}
-        for path in self.directory.glob("device-*.lock"):
-            device = int(path.stem.removeprefix("device-"))
+        for path in self.directory.glob(f"{self.name}-*.lock"):
+            device = int(path.stem.removeprefix(f"{self.name}-"))
             handle = self._lock(device)
             if handle is None:
                 out[device] = path.read_text()
             else:
                 handle.close()
         return out
+
+
+def _preference_locks() -> FileLeases | _NoLocks:
+    """The host-wide locks that order a database lease's choice of devices: files of their
+    own name (`preferred-N.lock`), apart from the gRPC workers' leases, which exclude; none
+    where the folder cannot be made (they only order a choice, so none is no error)."""
+    try:
+        return FileLeases(name="preferred")
+    except OSError:
+        return _NoLocks()
+
+
+class _NoLocks:
+    """No host-wide locks: a database lease takes the first free devices."""
+
+    def prefer(self, free: Sequence[int], n: int, owner: str) -> list[int]:
+        return list(free[:n])
+
+    def release(self, owner: str) -> None:
+        pass
 
 
 def lease_owner(study_name: str, trial_number: int) -> str:

@@ -83,6 +83,7 @@ def file_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         try:
-            os.unlink(path)
+            with contextlib.suppress(FileNotFoundError):  # someone removed it by hand
+                os.unlink(path)
         finally:
             os.close(fd)

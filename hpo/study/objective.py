@@ -308,12 +308,12 @@ def _run_trial(
             files.discard_resumed()
         return _finish(study, trial, TrialState.PRUNED, reason=(Reason.PAUSED, str(paused)))
     except optuna.TrialPruned as pruned:
-        _discard(files)
+        _discard_unless_lost(files, stores, trial)
         return _finish(study, trial, TrialState.PRUNED, reason=(Reason.PRUNED, str(pruned)))
     except TrialFailure as failure:
-        _discard(files)
+        _discard_unless_lost(files, stores, trial)
         return _finish(study, trial, TrialState.FAIL, reason=_explained(failure, stores.states))
-    _discard(files)
+    _discard_unless_lost(files, stores, trial)
     patiently("recording the result", attrs.write_result, trial, result)
     values = [getattr(result, name) for name in config.study.objectives]
     if stores.models is None or model_file is None:
@@ -385,6 +385,14 @@ class _Judge:
 
 class _Paused(optuna.TrialPruned):
     """A rung's verdict with `pruner.pause`: stopped for now, resumable (hpo.search.promotion)."""
+
+
+def _discard_unless_lost(files: StateFiles | None, stores: TrialStores, trial: optuna.Trial) -> None:
+    """The run has ended: its states go, unless another worker found the trial lost meanwhile
+    (a frozen worker, woken): then its retry resumes from them, and this run is dropped."""
+    if patiently("reading the trial's state", stores.storage.get_trial, trial_id(trial)).state.is_finished():
+        raise _Lost
+    _discard(files)
 
 
 def _discard(files: StateFiles | None) -> None:

@@ -123,7 +123,7 @@ def claim(
                 trial = study.ask()
                 # Beat at once: a worker that dies before the trial's own heartbeat starts must
                 # leave a trial that turns stale (and is retried), not one RUNNING forever.
-                storage.record_heartbeat(trial_id(trial))
+                patiently("beating for a claimed trial", storage.record_heartbeat, trial_id(trial))
                 if exclusive or _within_target(study, trial.number):
                     return trial
                 write_reason(trial, Reason.SURPLUS, "another worker claimed the study's last slot first")

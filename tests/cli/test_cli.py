@@ -150,7 +150,7 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("lr-nan", ["config", "optim.lr=nan"], "optim.lr"),
     ("weight-decay-inf", ["config", "optim.weight_decay=inf"], "optim.weight_decay"),
     # 6: a fixed setting that rules out every trial.
-    ("devices-lacking", ["run", "resources.devices=[7]", "--create-only", "--storage", "sqlite:///{dir}/c.db"], "[7]"),
+    ("devices-lacking", ["run", "resources.devices=[7]", "--storage", "sqlite:///{dir}/c.db"], "[7]"),
     (
         "memory-below-every-trial",
         ["run", "resources.memory_limit_gb=0.000001", "--storage", "sqlite:///{dir}/d.db"],

@@ -179,6 +179,15 @@ def test_bad_input_exits_2_and_creates_nothing(case: str, fragments: tuple[str, 
     assert "step " not in result.stdout  # refused before any training
 
 
+def test_a_gpu_study_may_be_created_on_a_host_without_one(tmp_path: Path) -> None:
+    """`--create-only` makes the study for the workers that will run it (docker-compose's
+    `create` service has no GPU): only running its trials here is refused."""
+    url = f"sqlite:///{tmp_path}/hpo.db"
+    hpo_ok("run", *tiny("gpu", 1), "train.device=cuda", "--storage", url, "--create-only", cwd=tmp_path)
+    if not torch.cuda.is_available():
+        assert_user_error(hpo("run", *tiny("gpu", 1), "train.device=cuda", "--storage", url, cwd=tmp_path), "cuda")
+
+
 def test_a_feasible_device_choice_is_accepted(tmp_path: Path) -> None:
     """A searched value that rules out only some trials is no error: those trials are infeasible."""
     url = f"sqlite:///{tmp_path}/hpo.db"

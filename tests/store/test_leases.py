@@ -29,6 +29,13 @@ from hpo.store.leases import LEASES, DeviceLeases, FileLeases, Leases
 POOL = [0, 1, 2, 3]
 
 
+@pytest.fixture(autouse=True)
+def private_host_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This test's own folder of host-wide locks: the machine's (/tmp/hpo-leases) is shared
+    with every hpo process and test running beside it, whose locks would reorder choices."""
+    monkeypatch.setenv("HPO_LEASE_DIR", str(tmp_path / "host-locks"))
+
+
 def make_engine(url: str) -> sa.engine.Engine:
     # SQLite: wait for the write lock as hpo's own storage does, instead of failing at once.
     connect_args = {"timeout": 60} if url.startswith("sqlite") else {}

@@ -19,7 +19,20 @@ import pytest
 from localpg import PostgresServer, restart_server
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
-from study_helpers import alive, describe, hpo_ok, kill_tree, load, process_tree, start_hpo, tiny, trials, wait_for
+from study_helpers import (
+    alive,
+    describe,
+    hpo_ok,
+    kill_tree,
+    load,
+    pause_once_saved,
+    process_tree,
+    resume_processes,
+    start_hpo,
+    tiny,
+    trials,
+    wait_for,
+)
 
 from hpo.browse.notes import trial_note
 from hpo.browse.results import show_text
@@ -169,8 +182,10 @@ def test_sigterm_requeues_the_trial_and_resume_finishes(sqlite_url: str, cleanup
     process = start_hpo("run", *tiny(name, 1, *TRAINING), "--storage", sqlite_url, "--quiet")
     cleanup.append(process)
     running = _catch(process, sqlite_url, name)
+    training, _ = pause_once_saved(sqlite_url, name, process, running.number)  # mid-run, however fast
     tree = process_tree(process.pid)
     os.kill(process.pid, signal.SIGTERM)  # the worker alone, as `kill` or a process manager does
+    resume_processes(training)
     out, err = process.communicate(timeout=120)
     wait_for(lambda: not alive(tree), timeout=30, what=f"processes {alive(tree)} to exit")
     assert process.returncode == 143, f"{out}\n{err}"

@@ -14,12 +14,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import optuna
-import psutil
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import StudyDirection
@@ -31,12 +29,16 @@ from study_helpers import (
     hpo_ok,
     kill_tree,
     load,
+    pause_once_saved,
     process_tree,
+    resume_processes,
     running_trial,
+    saved_points,
     start_hpo,
     states,
     study_snapshot,
     tiny,
+    training_processes,
     trials,
     wait_for,
 )
@@ -46,8 +48,6 @@ import hpo
 from hpo.browse.results import show_text, studies_table
 from hpo.record.attrs import REASON, TARGET
 from hpo.record.outcome import EvalEvent, Reason
-from hpo.store.curves import open_curves
-from hpo.store.storage import open_storage
 from hpo.study.slots import counted_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -60,7 +60,7 @@ pytestmark = [
 # Dead workers are noticed within seconds instead of the default half-minute.
 FAST_HEARTBEAT = ("storage.heartbeat_interval=1", "storage.grace_period=3")
 # A trial with evaluations from a quarter of its budget on. The tests that stop one mid-way suspend its
-# training process once it has saved an evaluation (_pause_once_saved), so its length needs no margin
+# training process once it has saved an evaluation (study_helpers.pause_once_saved), so its length needs no margin
 # for a slow or busy machine.
 LONG_TOKENS = 120_000
 LONG_TRIAL = (f"budget.tokens={LONG_TOKENS}", "train.evals=4")
@@ -370,11 +370,6 @@ def _start_and_catch_a_running_trial(url: str, name: str, *extra: str) -> tuple[
     return process, running
 
 
-def _saved_points(url: str, name: str, number: int) -> list[EvalEvent]:
-    """The learning curve that trial `number` recorded: it saved its state at each point."""
-    return open_curves(open_storage(url)).curve(name, number)
-
-
 def _assert_resumed(url: str, name: str, lost: FrozenTrial, points: list[EvalEvent], folder: Path) -> None:
     """The retry of `lost` went on from its saved state, and the states are gone."""
     study = load(url, name)
@@ -386,47 +381,8 @@ def _assert_resumed(url: str, name: str, lost: FrozenTrial, points: list[EvalEve
     assert retry.user_attrs["tokens"] >= LONG_TOKENS  # LONG_TRIAL's budget, in whole steps, all told
     curve = [EvalEvent(**point) for point in retry.user_attrs["curve"]]
     assert curve[: len(points)] == points  # the lost run's points, then the retry's
-    assert _saved_points(url, name, retry.number)[: len(points)] == points
+    assert saved_points(url, name, retry.number)[: len(points)] == points
     assert folder.is_dir() and not list(folder.iterdir())  # every trial ended: no state is left
-
-
-def _trial_process(worker_pid: int) -> list:
-    """The worker's descendants that are not its own children: the training process."""
-    try:
-        return [p for p in process_tree(worker_pid)[1:] if p.ppid() != worker_pid]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _pause_once_saved(url: str, name: str, worker: subprocess.Popen, number: int) -> tuple[list, list[EvalEvent]]:
-    """Suspend trial `number`'s training process (SIGSTOP) and let it run in 50 ms bursts
-    until it has saved an evaluation; return it, suspended, and the points it saved. The
-    trial is then stopped mid-run on any machine, however fast: no test races its end."""
-    training = wait_for(lambda: _trial_process(worker.pid), timeout=60, what="the training child process")
-    for process in training:
-        process.suspend()
-
-    def saved() -> list[EvalEvent] | None:
-        points = _saved_points(url, name, number)
-        if points:
-            return points
-        for process in training:
-            process.resume()
-        time.sleep(0.05)
-        for process in training:
-            process.suspend()
-        return None
-
-    return training, wait_for(saved, timeout=120, what="a saved evaluation", interval=0)
-
-
-def _resume(processes: list) -> None:
-    """SIGCONT to those still there (a suspended process cannot notice that its parent died)."""
-    for process in alive(processes):
-        try:
-            process.resume()
-        except psutil.NoSuchProcess:
-            continue
 
 
 @pytest.mark.timeout(600)
@@ -439,13 +395,13 @@ def test_killed_worker_trial_is_retried_from_its_state(storage_url: str, tmp_pat
     process, running = _start_and_catch_a_running_trial(storage_url, name, *extra)
     tree: list = []
     try:
-        training, points = _pause_once_saved(storage_url, name, process, running.number)
+        training, points = pause_once_saved(storage_url, name, process, running.number)
         tree = process_tree(process.pid)
         assert len(tree) >= 3  # the worker, the forkserver, the training process (+ resource tracker)
         before = {t.number: t.values for t in complete(storage_url, name)}
         assert before and running.number not in before
         os.kill(process.pid, signal.SIGKILL)
-        _resume(training)  # it holds the worker's output pipes, and must run to see its parent gone
+        resume_processes(training)  # it holds the worker's output pipes, and must run to see its parent gone
         process.communicate(timeout=60)
         # the training child watches its parent: nothing of this run outlives the worker
         wait_for(lambda: not alive(tree), timeout=30, what=f"processes {alive(tree)} to exit")
@@ -534,11 +490,11 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes_it(sqlite_url: 
     process, running = _start_and_catch_a_running_trial(sqlite_url, name)
     tree: list = []
     try:
-        training, points = _pause_once_saved(sqlite_url, name, process, running.number)
+        training, points = pause_once_saved(sqlite_url, name, process, running.number)
         before = {t.number: t.values for t in complete(sqlite_url, name)}
         tree = process_tree(process.pid)
         os.killpg(process.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the whole group
-        _resume(training)
+        resume_processes(training)
         out, err = process.communicate(timeout=120)
         wait_for(lambda: not alive(tree), timeout=30, what=f"processes {alive(tree)} to exit")
     finally:
@@ -639,7 +595,7 @@ def test_trial_timeout_fails_the_trial(sqlite_url: str) -> None:
     process = start_hpo("run", *overrides, "--storage", sqlite_url, "--quiet")
     tree: list = []
     try:
-        wait_for(lambda: process.poll() is not None or _trial_process(process.pid), 180, "the trial")
+        wait_for(lambda: process.poll() is not None or training_processes(process.pid), 180, "the trial")
         tree = process_tree(process.pid) if process.poll() is None else []
         out, err = process.communicate(timeout=240)
     finally:
