@@ -43,6 +43,9 @@ TINY: tuple[str, ...] = (
     "search_space.lr={low: 1.0e-3, high: 1.0e-2, log: true}",
 )
 
+# Dead workers are noticed within seconds instead of the default half-minute.
+FAST_HEARTBEAT = ("storage.heartbeat_interval=1", "storage.grace_period=3")
+
 # Seconds a single `hpo` command may take before a test gives up on it.
 COMMAND_TIMEOUT = 240
 

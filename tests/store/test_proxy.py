@@ -20,6 +20,7 @@ from browse_helpers import figures_of
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from study_helpers import (
+    FAST_HEARTBEAT,
     alive,
     assert_user_error,
     describe,
@@ -43,8 +44,6 @@ from hpo.store.leases import FileLeases
 from hpo.store.storage import open_storage
 
 pytestmark = [pytest.mark.timeout(600)]
-
-FAST_HEARTBEAT = ("storage.heartbeat_interval=1", "storage.grace_period=3")
 
 
 def _connect(url: str) -> optuna.storages.BaseStorage | None:

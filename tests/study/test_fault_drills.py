@@ -20,6 +20,7 @@ from localpg import PostgresServer, restart_server
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from study_helpers import (
+    FAST_HEARTBEAT,
     alive,
     describe,
     hpo_ok,
@@ -48,7 +49,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
 ]
 
-FAST_HEARTBEAT = ("storage.heartbeat_interval=1", "storage.grace_period=3")
 # Long enough that a trial still trains for seconds after its first saved evaluation.
 TRAINING = ("budget.tokens=200000", "train.evals=4")
 

@@ -23,6 +23,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from study_helpers import (
+    FAST_HEARTBEAT,
     alive,
     assert_user_error,
     describe,
@@ -57,8 +58,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
 ]
 
-# Dead workers are noticed within seconds instead of the default half-minute.
-FAST_HEARTBEAT = ("storage.heartbeat_interval=1", "storage.grace_period=3")
 # A trial with evaluations from a quarter of its budget on. The tests that stop one mid-way suspend its
 # training process once it has saved an evaluation (study_helpers.pause_once_saved), so its length needs no margin
 # for a slow or busy machine.
