@@ -36,14 +36,11 @@ from hpo.store.storage import Storage, open_storage, resolve_url, wait_for_stora
 from hpo.study import reuse
 from hpo.study.lifecycle import create_or_continue, find_study, load_existing
 from hpo.study.models import models_of
-from hpo.study.objective import states_of
 from hpo.study.slots import counted_trials
-from hpo.study.worker import run_worker
-from hpo.trainer.data import load_dataset
-from hpo.trainer.feasibility import infeasible_reason, shared_infeasible_reason
-from hpo.trainer.hardware import device_pool
-from hpo.trainer.launch import TrialFailure, run_isolated
-from hpo.trainer.loop import train as train_in_process
+
+# torch (through hpo.trainer, and hpo.study.objective and .worker, which run trials) is
+# imported by the functions that train or read data, not here: a mistake in a config or a
+# flag is one error line in half a second, not after a second of importing torch.
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -139,6 +136,9 @@ def _create(config: HpoConfig, storage: str | None) -> tuple[optuna.Study, Stora
 
     What needs no database is checked before it is opened (which creates a SQLite file):
     the data (and, by the callers that run trials here, that some trial can run here)."""
+    from hpo.study.objective import states_of
+    from hpo.trainer.data import load_dataset
+
     url = resolve_url(storage, config.storage.url)
     fingerprint = load_dataset(config.data).fingerprint
     opened = open_storage(url, config.storage)
@@ -184,6 +184,8 @@ def _run_here(
     study: optuna.Study, opened: Storage, config: HpoConfig, timeout: float | None, on_trial: OnTrial | None
 ) -> int:
     """Run the study's trials in this process, each published to the dashboard when done."""
+    from hpo.study.worker import run_worker
+
     with Publisher(study, opened) as publish:
 
         def finished(trial: FrozenTrial) -> None:
@@ -250,6 +252,11 @@ def train(
     its tokens/s compares with the study's trials; otherwise a one-device run trains in
     this process with every core.
     """
+    from hpo.trainer.feasibility import infeasible_reason
+    from hpo.trainer.hardware import device_pool
+    from hpo.trainer.launch import TrialFailure, run_isolated
+    from hpo.trainer.loop import train as train_in_process
+
     spec = config.training if isinstance(config, HpoConfig) else config
     if isinstance(config, HpoConfig):
         reason = infeasible_reason(spec, config.resources)
@@ -278,6 +285,8 @@ def _stored(name: str, storage: str | None, verify: bool = True) -> tuple[optuna
 
 
 def _verify_data(study: optuna.Study, config: HpoConfig) -> None:
+    from hpo.trainer.data import load_dataset
+
     fingerprint = load_dataset(config.data).fingerprint
     if study.user_attrs.get(DATA_FINGERPRINT) != fingerprint:
         raise HpoError(
@@ -290,6 +299,8 @@ def _verify_data(study: optuna.Study, config: HpoConfig) -> None:
 def _check_some_trial_runs(config: HpoConfig) -> None:
     """HpoError if the settings every trial shares rule out every trial on this machine
     (a GPU it lacks, say): one error before the study exists, not a study of infeasible trials."""
+    from hpo.trainer.feasibility import shared_infeasible_reason
+
     reason = shared_infeasible_reason(config.space, config.training, config.resources)
     if reason:
         fix = "" if ";" in reason else "; change the settings that rule it out, or search values that fit"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
 import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +114,25 @@ for command in (["studies"], ["show", "empty"], ["export", "empty", "--format", 
     )
     assert result.returncode == 0, result.stderr
     assert "empty" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "model.depth=3"], "unknown config key model.depth"),
+        (["run", "search_space.lr={low: 0.1, high: 0.01}"], "search_space.lr"),
+        (["run", "--n-workers", "0"], "--n-workers=0"),
+        (["resume", "mine", "--timeout", "-1"], "--timeout=-1"),
+    ],
+    ids=["config-key", "search-space", "flag", "resume-flag"],
+)
+def test_a_mistake_is_refused_before_torch_is_imported(args: list[str], fragment: str) -> None:
+    """A study command checks its flags and config before it imports torch or starts the
+    forkserver: a mistake is an error line in half a second, not after seconds of imports."""
+    result = _without(["torch"], f"import sys\nfrom hpo.cli import main\nsys.exit(main({args!r}))")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_every_subpackage_ships_in_the_wheel() -> None:

@@ -21,20 +21,15 @@ from typing import NoReturn
 from hpo.cli.parsing import Parser
 from hpo.errors import HpoError
 from hpo.store.storage import close_all
-from hpo.trainer import forkserver
 
 Handler = Callable[[Sequence[str], argparse.ArgumentParser], int]
 
 
-def _command(name: str, module: str, trains: bool = False) -> Handler:
-    """`cmd_NAME` of `hpo.cli.MODULE`, imported only when used: the training commands import
-    torch, the others Optuna, and each takes a second. Those that run studies start the
-    forkserver first, so that it imports torch while this process does its own start-up
-    (hpo.trainer.forkserver)."""
+def _command(name: str, module: str) -> Handler:
+    """`cmd_NAME` of `hpo.cli.MODULE`, imported only when used: Optuna, Hydra and plotly
+    take half a second, torch another one (imported only by what trains or reads data)."""
 
     def run(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
-        if trains and not {"-h", "--help"} & set(argv):
-            forkserver.start()
         commands = importlib.import_module(f"hpo.cli.{module}")
         return getattr(commands, f"cmd_{name}")(argv, parser)
 
@@ -43,10 +38,10 @@ def _command(name: str, module: str, trains: bool = False) -> Handler:
 
 COMMANDS: dict[str, tuple[Handler, str]] = {
     "train": (_command("train", "training"), "train one configuration, print its metrics"),
-    "run": (_command("run", "studies", trains=True), "create a study (or continue one of the same name) and run it"),
-    "resume": (_command("resume", "studies", trains=True), "continue a stored study from the database alone"),
-    "worker": (_command("worker", "studies", trains=True), "join a running study"),
-    "retrain": (_command("retrain", "studies", trains=True), "train a study's Pareto front again at a new budget"),
+    "run": (_command("run", "studies"), "create a study (or continue one of the same name) and run it"),
+    "resume": (_command("resume", "studies"), "continue a stored study from the database alone"),
+    "worker": (_command("worker", "studies"), "join a running study"),
+    "retrain": (_command("retrain", "studies"), "train a study's Pareto front again at a new budget"),
     "proxy": (_command("proxy", "browsing"), "serve a database to many workers through Optuna's gRPC proxy"),
     "studies": (_command("studies", "browsing"), "list the studies in a database"),
     "show": (_command("show", "browsing"), "Pareto front and best trials of a study"),

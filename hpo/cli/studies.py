@@ -17,6 +17,7 @@ from hpo.errors import HpoError
 from hpo.record.attrs import target
 from hpo.store.storage import redact, resolve_url
 from hpo.study.slots import counted_trials
+from hpo.trainer import forkserver
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +79,7 @@ def _follow(args: argparse.Namespace, url: str, verb: str, run: Callable[..., op
     """Run a study through `run` (an hpo.api function with its study arguments bound) with
     the command's workers and timeout: its line, a line per trial (and a bar on a terminal),
     then what `hpo show` prints and where to browse it."""
+    forkserver.start()
     progress = _Progress(args.quiet)
 
     def start(study: optuna.Study) -> None:
@@ -143,6 +145,7 @@ def cmd_worker(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     parser.add_argument("--wait", type=float, default=60.0, metavar="S", help="wait up to S s for the database")
     args = parser.parse_intermixed_args(argv)
     _check_run_flags(args)
+    forkserver.start()
     progress = _Progress(args.quiet, bar=False)
     api.join_study(
         args.name, args.storage, wait=args.wait, timeout=args.timeout, on_start=progress.open, on_trial=progress

@@ -2,9 +2,10 @@
 
 It imports torch, the trainer, torch._dynamo (which every optimizer's constructor imports
 lazily: a second and more on a CPU) and the builtin corpus once, so that no trial pays
-for them. `start` launches it ahead of need: the study commands call it first thing,
-and its imports then run beside the command's own start-up (imports, config, data
-fingerprint, database) instead of delaying the first trial by seconds. This module
+for them. `start` launches it ahead of need: the study commands call it once their flags
+and config are checked (a mistake must not cost a second of another process's CPU), and
+its imports then run beside the command's own start-up (torch, data fingerprint,
+database) instead of delaying the first trial by seconds. This module
 imports nothing heavy, so that calling it first costs nothing.
 """
 
