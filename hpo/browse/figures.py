@@ -25,15 +25,23 @@ from plotly.subplots import make_subplots
 from hpo.config.search_space import plain_params
 from hpo.record.attrs import read_curve
 from hpo.record.outcome import EvalEvent
-from hpo.search.pareto import feasible_complete, hypervolume_history
+from hpo.search.pareto import feasible_complete, hypervolume_history, pareto_trials
+from hpo.store.curves import Curves
 
 X_METRIC, Y_METRIC = "tokens_per_sec", "val_accuracy"
+# The attributes a point is drawn from, for readers of light trials (hpo.store.optuna_internals).
+POINT_KEYS = (X_METRIC, Y_METRIC, "n_devices")
 X_TITLE = "tokens_per_sec (training throughput, tokens/s)"
 Y_TITLE = "val_accuracy (next-token accuracy)"
 # Fixed ids: saving a figure again overwrites it instead of adding one more.
 GRAPH_IDS = ("hypervolume", "pareto-front", "learning-curves")
 # The study-level learning-curve figure shows the Pareto trials and this many recent ones.
 RECENT_CURVES = 8
+# The dashboard's Pareto figure draws at most this many trials: the front, the latest, and
+# an even sample of the others. Every point is JSON in the database, rewritten after each
+# trial: all of 10,000 trials would be megabytes per trial (optuna-dashboard's own Pareto
+# front plot shows every trial).
+MAX_POINTS = 1000
 # One colour per device count (1, 2, 4, 8, ...), the same in the dashboard and the report.
 DEVICE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _LAYOUT: dict[str, Any] = {
@@ -68,17 +76,18 @@ def _metric(trial: FrozenTrial, name: str, names: Sequence[str]) -> float | None
     return None if value is None else float(value)
 
 
-def front_numbers(study: optuna.Study) -> set[int]:
-    """Numbers of the trials on the Pareto front (feasible ones only)."""
-    return {t.number for t in study.best_trials} if feasible_complete(study.get_trials(deepcopy=False)) else set()
+def front_numbers(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> set[int]:
+    """Numbers of the trials on the Pareto front (feasible ones only), of `trials` if given."""
+    return {t.number for t in pareto_trials(study, trials)}
 
 
-def points(study: optuna.Study) -> list[Point]:
-    """Every feasible completed trial as a point, in trial order."""
+def points(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> list[Point]:
+    """Every feasible completed trial (of `trials` if given) as a point, in trial order."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     names = study.metric_names or []
-    front = front_numbers(study)
+    front = front_numbers(study, trials)
     out = []
-    for trial in feasible_complete(study.get_trials(deepcopy=False)):
+    for trial in feasible_complete(trials):
         x, y = _metric(trial, X_METRIC, names), _metric(trial, Y_METRIC, names)
         if x is None or y is None:
             continue
@@ -107,10 +116,29 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def pareto_figure(study: optuna.Study) -> go.Figure:
-    """Throughput against accuracy, one colour per device count, the front drawn and ringed."""
-    pts = points(study)
-    figure = go.Figure(layout={**_LAYOUT, "title": {"text": "Pareto front, coloured by device count"}})
+def shown_points(pts: Sequence[Point], latest: int | None = None, limit: int = MAX_POINTS) -> list[Point]:
+    """At most `limit` of the points, in trial order: the front's, trial `latest`'s, and an
+    even sample of the others (by trial number, so early and late trials are both there)."""
+    if len(pts) <= limit:
+        return list(pts)
+    kept = [p for p in pts if p.on_front or p.number == latest]
+    others = [p for p in pts if not (p.on_front or p.number == latest)]
+    room = max(0, limit - len(kept))
+    sample = [others[i * len(others) // room] for i in range(room)] if room else []
+    return sorted(kept + sample, key=lambda p: p.number)
+
+
+def pareto_figure(
+    study: optuna.Study, trials: Sequence[FrozenTrial] | None = None, latest: int | None = None
+) -> go.Figure:
+    """Throughput against accuracy, one colour per device count, the front drawn and ringed;
+    a study of more than MAX_POINTS trials shows that many of them (`shown_points`)."""
+    every = points(study, trials)
+    pts = shown_points(every, latest)
+    title = "Pareto front, coloured by device count"
+    if len(pts) < len(every):
+        title += f" ({len(pts):,} of {len(every):,} trials: the front and an even sample)"
+    figure = go.Figure(layout={**_LAYOUT, "title": {"text": title}})
     counts = [p.n_devices for p in pts]
     for n in sorted(set(counts)):
         group = [p for p in pts if p.n_devices == n]
@@ -142,9 +170,9 @@ def pareto_figure(study: optuna.Study) -> go.Figure:
     return figure
 
 
-def hypervolume_figure(study: optuna.Study) -> go.Figure:
+def hypervolume_figure(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> go.Figure:
     """The hypervolume of the front after each completed trial, in order of completion."""
-    history = hypervolume_history(study)
+    history = hypervolume_history(study.get_trials(deepcopy=False) if trials is None else trials)
     names = study.metric_names or [f"value_{i}" for i in range(len(study.directions))]
     if len(names) == 1:
         title, y_title = f"Best {names[0]} so far", names[0]
@@ -168,24 +196,30 @@ def hypervolume_figure(study: optuna.Study) -> go.Figure:
     return figure
 
 
-def curve_trials(study: optuna.Study, latest: int | None = None, recent: int = RECENT_CURVES) -> list[int]:
+def curve_trials(
+    study: optuna.Study,
+    latest: int | None = None,
+    recent: int = RECENT_CURVES,
+    trials: Sequence[FrozenTrial] | None = None,
+) -> list[int]:
     """The trials worth a learning curve: the Pareto front, the `recent` last finished
     ones and `latest` (the trial that just finished), in trial order."""
-    finished = sorted(
-        (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
-        key=lambda t: (t.datetime_complete, t.number),
-    )
-    chosen = front_numbers(study) | {t.number for t in finished[max(0, len(finished) - recent) :]}
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    finished = sorted((t for t in trials if t.state.is_finished()), key=lambda t: (t.datetime_complete, t.number))
+    chosen = front_numbers(study, trials) | {t.number for t in finished[max(0, len(finished) - recent) :]}
     if latest is not None:
         chosen.add(latest)
     return sorted(chosen)
 
 
 def study_curves(
-    study: optuna.Study, stored: Mapping[int, Sequence[EvalEvent]], numbers: Iterable[int]
+    study: optuna.Study,
+    stored: Mapping[int, Sequence[EvalEvent]],
+    numbers: Iterable[int],
+    trials: Sequence[FrozenTrial] | None = None,
 ) -> dict[int, list[EvalEvent]]:
     """Curves of `numbers`: from the curve table, else from the trial's `curve` attribute."""
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    by_number = {t.number: t for t in (study.get_trials(deepcopy=False) if trials is None else trials)}
     out: dict[int, list[EvalEvent]] = {}
     for number in numbers:
         events = list(stored.get(number, ()))
@@ -196,10 +230,13 @@ def study_curves(
     return out
 
 
-def learning_curves_figure(study: optuna.Study, curves: Mapping[int, Sequence[EvalEvent]]) -> go.Figure:
+def learning_curves_figure(
+    study: optuna.Study, curves: Mapping[int, Sequence[EvalEvent]], trials: Sequence[FrozenTrial] | None = None
+) -> go.Figure:
     """Validation loss and accuracy against tokens seen, one line per trial in `curves`."""
-    front = front_numbers(study)
-    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    front = front_numbers(study, trials)
+    states = {t.number: t.state for t in trials}
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     figure.update_layout(
         **_LAYOUT, title={"text": "Learning curves (Pareto trials solid, others dotted)"}, showlegend=True
@@ -232,14 +269,19 @@ def learning_curves_figure(study: optuna.Study, curves: Mapping[int, Sequence[Ev
 
 
 def study_figures(
-    study: optuna.Study, stored_curves: Mapping[int, Sequence[EvalEvent]], latest: int | None = None
+    study: optuna.Study, stored_curves: Curves | Mapping[int, Sequence[EvalEvent]], latest: int | None = None
 ) -> dict[str, go.Figure]:
-    """The study-level figures of the dashboard, by their fixed graph-object id."""
-    curves = study_curves(study, stored_curves, curve_trials(study, latest))
-    return dict(
-        zip(
-            GRAPH_IDS,
-            (hypervolume_figure(study), pareto_figure(study), learning_curves_figure(study, curves)),
-            strict=True,
-        )
+    """The study-level figures of the dashboard, by their fixed graph-object id: drawn from
+    one read of the study's trials (Optuna's cache, in a worker), with the learning curves
+    of the trials they show only, so that their cost does not grow with the study's curves."""
+    trials = study.get_trials(deepcopy=False)
+    numbers = curve_trials(study, latest, trials=trials)
+    if not isinstance(stored_curves, Mapping):
+        stored_curves = {n: stored_curves.curve(study.study_name, n) for n in numbers}
+    curves = study_curves(study, stored_curves, numbers, trials)
+    figures = (
+        hypervolume_figure(study, trials),
+        pareto_figure(study, trials, latest),
+        learning_curves_figure(study, curves, trials),
     )
+    return dict(zip(GRAPH_IDS, figures, strict=True))

@@ -25,6 +25,7 @@ from hpo.record.attrs import (
     CONFIG,
     CURVE,
     DEVICES,
+    HARDWARE,
     HOST,
     HPO_VERSION,
     OPTUNA_VERSION,
@@ -88,6 +89,8 @@ def _devices(attrs: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
         text += " requested, none leased"
     if attrs.get(HOST):
         text += f", host {attrs[HOST]}"
+    if attrs.get(HARDWARE):
+        text += f"; tokens/s measured on {attrs[HARDWARE]}"
     return text
 
 
@@ -191,7 +194,9 @@ def save_trial_note(study: optuna.Study, trial: FrozenTrial, curves: Curves) -> 
     save_note(finished_trial(study, trial), trial_note(trial, objective_names(study), curve))
 
 
-def save_figures(study: optuna.Study, curves: Mapping[int, list[EvalEvent]], latest: int | None = None) -> None:
+def save_figures(
+    study: optuna.Study, curves: Curves | Mapping[int, list[EvalEvent]], latest: int | None = None
+) -> None:
     """Refresh the study's figures in optuna-dashboard, with trial `latest` highlighted.
 
     Figures are rewritten whole under fixed ids, chunk by chunk: a caller with several

@@ -77,7 +77,7 @@ class Publisher:
             study_lock(self.storage, self.study.study_name) as exclusive,
         ):
             if exclusive:
-                notes.save_figures(self.study, self.curves.curves(self.study.study_name), latest)
+                notes.save_figures(self.study, self.curves, latest)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpo.browse import dashboard
-from hpo.browse.results import export, show_text, studies_table
+from hpo.browse.results import show_text, studies_table, write_export
 from hpo.cli.parsing import STORAGE_HELP, check_output, check_port
 from hpo.errors import HpoError
 from hpo.store import grpc
@@ -103,12 +103,11 @@ def cmd_export(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     study, args = _named_study(argv, parser, _check_export)
     if args.model is not None or args.trial is not None:
         return _export_model(study, args)
-    text = export(study, args.format)
     if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text)
+        with open(args.output, "w", newline="") as handle:
+            write_export(study, args.format, handle)
     else:
-        sys.stdout.write(text)
+        write_export(study, args.format, sys.stdout)
     return 0
 
 

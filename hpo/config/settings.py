@@ -19,6 +19,8 @@ from hpo.errors import HpoError
 OBJECTIVES: tuple[str, ...] = ("val_accuracy", "tokens_per_sec")
 # Which trained models a study keeps (`storage.keep_models`): none, the Pareto front's, every complete trial's.
 KEEP_MODELS: tuple[str, ...] = ("none", "front", "all")
+# Whether a study's workers must all measure throughput on the same hardware (`study.hardware`).
+HARDWARE_MODES: tuple[str, ...] = ("same", "mixed")
 # The keys of the RunSpec part of a composed config.
 TRAIN_KEYS: tuple[str, ...] = ("model", "data", "optim", "train", "budget")
 
@@ -26,7 +28,13 @@ TRAIN_KEYS: tuple[str, ...] = ("model", "data", "optim", "train", "budget")
 @dataclass(frozen=True)
 class StudySettings:
     """`n_trials` counts trials that ran to an outcome (complete, pruned, failed by their
-    configuration); trials lost to a dead worker or Ctrl-C are retried, not counted."""
+    configuration); trials lost to a dead worker or Ctrl-C are retried, not counted.
+
+    `hardware`: tokens/s measured on one GPU model (or CPU) and on another are different
+    quantities. With `same` the study records the hardware of its first worker and refuses
+    workers on other hardware; with `mixed` any may join, each trial records its own, and
+    the front is read per hardware.
+    """
 
     name: str = "hpo"
     n_trials: int = 10
@@ -34,8 +42,11 @@ class StudySettings:
     objectives: tuple[str, ...] = OBJECTIVES
     trial_timeout: float | None = 900.0
     baselines: tuple[dict[str, Any], ...] = ()
+    hardware: str = "same"
 
     def __post_init__(self) -> None:
+        if self.hardware not in HARDWARE_MODES:
+            raise HpoError(f"study.hardware={self.hardware!r} is unknown; use {' or '.join(HARDWARE_MODES)}")
         if not self.name or not self.name.strip():
             raise HpoError("study.name is empty; give the study a name (study.name=my-study)")
         if self.n_trials < 1:

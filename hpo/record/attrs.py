@@ -31,6 +31,7 @@ DATA_FINGERPRINT = "data_fingerprint"  # hash of the tokens and tokenizer (hpo.t
 HPO_VERSION = "hpo_version"  # also a trial attribute: the version that ran the trial
 TARGET = "n_trials"  # trials that must reach an outcome; `hpo resume --n-trials` raises it
 RETRAIN_OF = "retrain_of"  # the study whose front `hpo retrain` trains again in this one
+HARDWARE = "hardware"  # also a trial attribute: what its throughput was measured on (hpo.study.hardware)
 
 # --- Trial user attributes (besides the TrialResult's scalar fields, `RESULT_ATTRS`).
 REASON = "failure_reason"  # a Reason, for a trial that did not complete
@@ -50,13 +51,16 @@ RESULT_ATTRS: tuple[str, ...] = tuple(f.name for f in fields(TrialResult) if f.n
 CONSTRAINT = "infeasible"  # the trial's constraint: 1 when its configuration cannot run here, else 0
 
 # --- Trial system attributes: bookkeeping that Optuna copies into a lost trial's retry.
+# Optuna's retry of a lost trial writes RETRY_HISTORY: the numbers of the runs it retries
+# (`RetryHeartbeatStaleTrialCallback.retry_history` reads it).
+RETRY_HISTORY = "retry_history"
 STATE_FILES = "hpo:state"  # [(trial number, file name), ...] of its training states (hpo.store.states)
 HEARTBEAT = "hpo:heartbeat"  # last beat of a worker behind the gRPC proxy (hpo.store.grpc)
 CURVE_POINT = "hpo:curve:"  # prefix of one learning-curve point each, behind the proxy (hpo.store.curves)
 
 # Keys of the stored config that hpo gained after studies were stored, with the value that
 # an older study resumes with: the behaviour it was made with.
-KEYS_ADDED: dict[str, Any] = {"sampler.pruned_trials": "last", "storage.keep_models": "none"}
+KEYS_ADDED: dict[str, Any] = {"sampler.pruned_trials": "last", "storage.keep_models": "none", "study.hardware": "same"}
 
 
 def stored_config(config: HpoConfig) -> dict[str, Any]:
@@ -170,9 +174,10 @@ def read_message(trial: FrozenTrial) -> str:
     return str(trial.user_attrs.get(MESSAGE, ""))
 
 
-def write_provenance(trial: optuna.Trial) -> None:
+def write_provenance(trial: optuna.Trial, hardware: str) -> None:
     """Where and with what the trial ran: written for every trial, feasible or not."""
     trial.set_user_attr(HOST, platform.node())
+    trial.set_user_attr(HARDWARE, hardware)
     trial.set_user_attr(HPO_VERSION, __version__)
     trial.set_user_attr(OPTUNA_VERSION, optuna.__version__)
 

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.config.settings import HpoConfig
 from hpo.errors import HpoError
 from hpo.record.attrs import STUDY_CONFIG, config_from_stored
-from hpo.search.pareto import feasible_complete
+from hpo.search.pareto import feasible_complete, pareto_trials
 from hpo.store import grpc
 from hpo.store.artifacts import KeptModel, ModelFolder, artifact_folder, beside, models, own_model
 from hpo.store.storage import Storage, parse_url, sqlite_file
@@ -71,7 +71,7 @@ class KeptModels:
             return
         trials = study.get_trials(deepcopy=False)
         if self.keep == "front":
-            kept = {t.number for t in study.best_trials}
+            kept = {t.number for t in pareto_trials(study, trials)}
         else:
             kept = {t.number for t in trials if t.state == TrialState.COMPLETE}
         for trial in trials:
@@ -165,7 +165,7 @@ def trial_model(study: optuna.Study, number: int) -> KeptModel:
         return model
     stored = study.user_attrs.get(STUDY_CONFIG)
     keep = config_from_stored(stored).storage.keep_models if stored is not None else None
-    if keep == "front" and number not in {t.number for t in study.best_trials}:
+    if keep == "front" and number not in {t.number for t in pareto_trials(study)}:
         raise HpoError(
             f"trial {number} has no kept model: it is not on the Pareto front (any more), and "
             "storage.keep_models=front keeps only the front's; `hpo show` lists the front"

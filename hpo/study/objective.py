@@ -150,17 +150,18 @@ class TrialStores:
     leases: Leases
     curves: Curves
     states: StateFolder | None
-    models: KeptModels | None = None
+    models: KeptModels | None
+    hardware: str  # what this host measures throughput on (hpo.study.hardware)
 
     @classmethod
-    def open(cls, storage: Storage, config: HpoConfig) -> TrialStores:
+    def open(cls, storage: Storage, config: HpoConfig, hardware: str) -> TrialStores:
         states, models = states_of(storage, config), models_of(storage, config)
         if not isinstance(storage, optuna.storages.RDBStorage):  # a gRPC proxy: no SQL here
-            return cls(storage, FileLeases(), open_curves(storage), states, models)
+            return cls(storage, FileLeases(), open_curves(storage), states, models, hardware)
         # A lease outlives a few missed renewals, and expires before the grace period ends, so
         # the retry of a dead worker's trial finds its devices free.
         ttl = (config.storage.heartbeat_interval + config.storage.grace_period) / 2
-        return cls(storage, DeviceLeases(storage.engine, ttl=ttl), open_curves(storage), states, models)
+        return cls(storage, DeviceLeases(storage.engine, ttl=ttl), open_curves(storage), states, models, hardware)
 
 
 def states_of(storage: Storage, config: HpoConfig) -> StateFolder | None:
@@ -250,7 +251,7 @@ def _run_trial(
     except HpoError as exc:
         reason = str(exc)
     if reason is not None:
-        attrs.write_provenance(trial)
+        attrs.write_provenance(trial, stores.hardware)
         trial.set_constraint(attrs.CONSTRAINT, 1.0)
         return _finish(study, trial, TrialState.PRUNED, reason=(Reason.INFEASIBLE, reason))
     rungs = config.pruner.rungs(spec.budget.tokens or 0) if config.pruner.name == "moasha" else []
@@ -290,7 +291,7 @@ def _run_trial(
         ):
 
             def describe() -> None:  # written while the ranks train, not before
-                attrs.write_provenance(trial)
+                attrs.write_provenance(trial, stores.hardware)
                 trial.set_constraint(attrs.CONSTRAINT, 0.0)
                 attrs.write_run(trial, spec.train.seed, spec.to_dict(), devices)
 

@@ -20,7 +20,7 @@ from hpo.config.compose import apply_overrides, hpo_config
 from hpo.config.settings import HpoConfig
 from hpo.errors import HpoError
 from hpo.record import attrs
-from hpo.search.pareto import feasible_complete
+from hpo.search.pareto import feasible_complete, pareto_trials
 from hpo.store.locks import study_lock
 from hpo.study.lifecycle import create_or_continue
 
@@ -124,7 +124,7 @@ def _front(study: optuna.Study, n: int | None) -> list[FrozenTrial]:
     """The study's Pareto front by the first objective, its first `n` trials."""
     if n is not None and n < 1:
         raise HpoError(f"--n={n} must be at least 1")
-    front = sorted(study.best_trials, key=lambda t: -t.values[0])
+    front = sorted(pareto_trials(study), key=lambda t: -t.values[0])
     front = [t for t in feasible_complete(front) if attrs.SEED in t.user_attrs]
     if not front:
         raise HpoError(f"study {study.study_name!r} has no complete trial yet; run it first (`hpo resume`)")

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.record.attrs import read_reason, retried_numbers
+from hpo.record.attrs import REASON, RETRY_HISTORY, read_reason, retried_numbers
 from hpo.record.outcome import LOST_REASONS, Reason
+from hpo.store.optuna_internals import count_trials, system_attr_values
 
 
 def slot_takers(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -29,6 +30,18 @@ def ran(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if read_reason(t) != Reason.SURPLUS]
 
 
+STARTED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that took a slot of the target: started, and not lost."""
-    return sum(1 for t in slot_takers(study.get_trials(deepcopy=False)) if t.state != TrialState.WAITING)
+    """Trials that took a slot of the target: started, and not lost (`slot_takers`). Each claim
+    counts them under the study lock, so they are counted in the database, not read: the
+    started trials that were not retried, less those of them lost (a complete trial has no
+    reason, so only the others can be)."""
+    retried = {number for history in system_attr_values(study, RETRY_HISTORY) for number in history}
+    started = count_trials(study, STARTED, numbers_not_in=retried)
+    lost_reasons = (REASON, [reason.value for reason in LOST_REASONS])
+    lost = count_trials(
+        study, [s for s in STARTED if s != TrialState.COMPLETE], numbers_not_in=retried, user_attr=lost_reasons
+    )
+    return started - lost

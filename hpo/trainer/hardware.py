@@ -73,6 +73,15 @@ def device_pool(resources: ResourcesConfig) -> tuple[list[int], str]:
     return (found[: len(wanted)] if isinstance(devices, int) else wanted), kind
 
 
+def host_hardware(device: str) -> str:
+    """What a trial's throughput is measured on, on this host, for `train.device`: the GPU
+    model (the models, if the host mixes them), or the CPU model and the one core each rank
+    is pinned to (hpo.trainer.launch). The one place that names a host's hardware."""
+    if device != "cpu" and torch.cuda.is_available():
+        return " + ".join(sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}))
+    return f"{cpu_model()}, 1 core per rank"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

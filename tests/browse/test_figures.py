@@ -58,7 +58,7 @@ def test_hypervolume_figure_is_the_history(browse_url: str) -> None:
     study = load(browse_url, STUDY)
     figure = hypervolume_figure(study)
     (trace,) = figure.data
-    history = hypervolume_history(study)
+    history = hypervolume_history(study.get_trials())
     assert list(trace.y) == [v for _, v in history]
     assert list(trace.x) == [1, 2, 3]
     assert figure.layout.title.text == "Hypervolume history"

@@ -122,7 +122,7 @@ def test_a_pruned_trial_note_takes_its_curve_from_the_curve_table() -> None:
 def test_study_figures_have_fixed_ids_and_follow_the_trials(browse: optuna.Study) -> None:
     figures = figures_of(browse)
     assert sorted(figures) == sorted(GRAPH_IDS)
-    history = hypervolume_history(browse)
+    history = hypervolume_history(browse.get_trials())
     (volume,) = figures["hypervolume"]["data"]
     assert volume["y"] == pytest.approx([v for _, v in history])  # refreshed after the last trial
     assert len(history) == 3

@@ -47,7 +47,7 @@ from study_helpers import hpo as run_hpo
 
 import hpo
 from hpo.browse.results import show_text, studies_table
-from hpo.record.attrs import REASON, TARGET
+from hpo.record.attrs import REASON, TARGET, target
 from hpo.record.outcome import EvalEvent, Reason
 from hpo.study.slots import counted_trials
 
@@ -557,6 +557,32 @@ def test_two_workers_on_sqlite_run_exactly_the_target(sqlite_url: str) -> None:
     result = hpo_ok("run", *tiny(name, 4), "--n-workers", "2", "--storage", sqlite_url, "--quiet")
     assert "warning" not in result.stderr, describe(result)
     _assert_exact(sqlite_url, name, 4)
+
+
+@pytest.mark.timeout(600)
+def test_workers_run_exactly_the_target_of_a_study_that_holds_2000_trials(postgres_url: str) -> None:
+    """Each claim counts the study's slots in SQL, under the lock: with 2,000 trials already in
+    the study (some lost to Ctrl-C or given back by a proxied worker, which hold no slot)
+    three workers still run exactly the trials asked for."""
+    name = "big"
+    hpo_ok("run", *tiny(name, 1, "sampler=random"), "--storage", postgres_url, "--create-only")
+    study = load(postgres_url, name)
+    held = [
+        optuna.trial.create_trial(
+            state=TrialState.COMPLETE if i % 20 else TrialState.FAIL,
+            values=[0.2, 1000.0 + i] if i % 20 else None,
+            user_attrs={} if i % 20 else {"failure_reason": "surplus" if i % 40 else "interrupted"},
+        )
+        for i in range(2000)
+    ]
+    study.add_trials(held)
+    hpo_ok("resume", name, "--n-trials", "4", "--n-workers", "3", "--storage", postgres_url, "--quiet")
+    study = load(postgres_url, name)
+    new = study.trials[2000:]
+    assert [t.number for t in new] == [2000, 2001, 2002, 2003]
+    assert [t.state for t in new] == [TrialState.COMPLETE] * 4
+    assert counted_trials(study) == target(study) == 1900 + 4
+    assert_nothing_running(postgres_url, name)
 
 
 # --------------------------------------------------------------------------------------------------
