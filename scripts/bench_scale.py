@@ -11,7 +11,8 @@ It then measures, each as a figure of its own:
     studies     `hpo studies`
     export      `hpo export NAME --format json --output FILE`
     claim       one claim of a trial slot (hpo.study.worker.claim), median of 5 after a first
-    bookkeeping one trial's record, dashboard note and figures after it finishes, median of 3
+    bookkeeping one trial's record and dashboard note after it finishes, median of 3
+    figures     one drawing of the dashboard figures (a worker redraws them at most every 10 s)
     report      `hpo report NAME --out DIR`
 and `hpo studies` on a database of 200 studies of 50 trials. Every figure is printed next to
 the 10-trial figure of the same run, so the growth shows without trusting the machine's speed.
@@ -23,8 +24,8 @@ the 10-trial figure of the same run, so the growth shows without trusting the ma
 from __future__ import annotations
 
 import argparse
-import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.browse import notes
+from hpo.browse.publisher import FIGURES_EVERY_S
 from hpo.record.attrs import CONSTRAINT, MESSAGE, REASON, RUNG, TARGET, write_reason
 from hpo.record.outcome import EvalEvent, Reason
 from hpo.store.curves import CURVES, open_curves
@@ -64,15 +66,26 @@ class Figure:
     peak_mb: float | None = None
 
 
+# Runs a command and prints its exit status and peak memory (KB). A process's peak memory
+# counts what it had before exec, so `hpo` is started from this small process, not from the
+# bench, whose own memory it would otherwise report.
+LAUNCHER = (
+    "import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL); "
+    "_, status, usage = os.wait4(p.pid, 0); print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)"
+)
+
+
 def hpo(*args: str) -> Figure:
     """Run `hpo ARGS` in a fresh process: its wall time and peak resident memory."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "hpo", *args], stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
+    launched = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, sys.executable, "-m", "hpo", *args], capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"error: hpo {' '.join(args)} failed (exit {os.waitstatus_to_exitcode(status)})")
-    return Figure(seconds, usage.ru_maxrss / 1024)
+    code, peak_kb = (int(word) for word in launched.stdout.split())
+    if code != 0:
+        sys.exit(f"error: hpo {' '.join(args)} failed (exit {code})")
+    return Figure(seconds, peak_kb / 1024)
 
 
 def template_trial(folder: Path) -> tuple[optuna.Study, FrozenTrial, list[EvalEvent]]:
@@ -181,13 +194,14 @@ def claim_seconds(url: str, name: str) -> Figure:
     return Figure(statistics.median(times[1:]))
 
 
-def bookkeeping_seconds(url: str, name: str, template: FrozenTrial) -> Figure:
+def bookkeeping_seconds(url: str, name: str, template: FrozenTrial) -> tuple[Figure, Figure]:
     """A finished trial's bookkeeping as a worker does it: record its result and tell it,
-    then its dashboard note and the study's figures (hpo.browse.publisher)."""
+    then its dashboard note (hpo.browse.publisher); and, apart, one drawing of the study's
+    figures, which the publisher redraws at most every FIGURES_EVERY_S. Medians of 3."""
     storage = open_storage(url)
     study = optuna.load_study(study_name=name, storage=storage)
     curves = open_curves(storage)
-    times = []
+    records, drawings = [], []
     for _ in range(3):
         trial = claim(study, storage, poll=1.0)
         assert trial is not None
@@ -197,20 +211,22 @@ def bookkeeping_seconds(url: str, name: str, template: FrozenTrial) -> Figure:
         trial.set_constraint(CONSTRAINT, 0.0)
         frozen = study.tell(trial, [template.user_attrs["val_accuracy"], template.user_attrs["tokens_per_sec"]])
         notes.save_trial_note(study, frozen, curves)
+        drawn = time.perf_counter()
         notes.save_figures(study, curves, latest=frozen.number)
-        times.append(time.perf_counter() - start)
-    return Figure(statistics.median(times))
+        records.append(drawn - start)
+        drawings.append(time.perf_counter() - drawn)
+    return Figure(statistics.median(records)), Figure(statistics.median(drawings))
 
 
 @contextmanager
-def databases(kinds: list[str], folder: Path) -> Iterator[Callable[[str], str]]:
-    """A function from a database name to its URL, for each kind asked for."""
+def databases(kinds: list[str], folder: Path) -> Iterator[Callable[[str, str], str]]:
+    """A function from a kind and a database name to a new database's URL."""
     server: PostgresServer | None = None
+    bindir = find_pg_bindir()
     if "postgresql" in kinds:
-        bindir = find_pg_bindir()
         if bindir is None:
             sys.exit("error: PostgreSQL is not installed; apt-get install -y postgresql, or --databases sqlite")
-        server = start_server(bindir, folder / "pg")
+        server = start_server(bindir)  # in a folder of its own, which the postgres user owns
     try:
 
         def url(kind: str, name: str) -> str:
@@ -222,8 +238,9 @@ def databases(kinds: list[str], folder: Path) -> Iterator[Callable[[str], str]]:
 
         yield url
     finally:
-        if server is not None:
-            stop_server(server)
+        if server is not None and bindir is not None:
+            stop_server(bindir, server.root)
+            shutil.rmtree(server.root, ignore_errors=True)
 
 
 def main() -> None:
@@ -250,7 +267,9 @@ def main() -> None:
                 )
                 rows.setdefault("report", {})[size] = hpo("report", STUDY, "--storage", url, "--out", str(out))
                 rows.setdefault("claim", {})[size] = claim_seconds(url, STUDY)
-                rows.setdefault("bookkeeping", {})[size] = bookkeeping_seconds(url, STUDY, template[1])
+                record, drawing = bookkeeping_seconds(url, STUDY, template[1])
+                rows.setdefault("bookkeeping", {})[size] = record
+                rows.setdefault(f"figures (<= 1/{FIGURES_EVERY_S:g} s)", {})[size] = drawing
             many = url_of(kind, "many")
             for i in range(200):
                 build(many, f"{STUDY}-{i:03d}", 50, template)

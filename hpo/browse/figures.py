@@ -41,7 +41,7 @@ RECENT_CURVES = 8
 # an even sample of the others. Every point is JSON in the database, rewritten after each
 # trial: all of 10,000 trials would be megabytes per trial (optuna-dashboard's own Pareto
 # front plot shows every trial).
-MAX_POINTS = 1000
+MAX_POINTS = 500
 # One colour per device count (1, 2, 4, 8, ...), the same in the dashboard and the report.
 DEVICE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _LAYOUT: dict[str, Any] = {
@@ -81,11 +81,14 @@ def front_numbers(study: optuna.Study, trials: Sequence[FrozenTrial] | None = No
     return {t.number for t in pareto_trials(study, trials)}
 
 
-def points(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> list[Point]:
-    """Every feasible completed trial (of `trials` if given) as a point, in trial order."""
+def points(
+    study: optuna.Study, trials: Sequence[FrozenTrial] | None = None, front: set[int] | None = None
+) -> list[Point]:
+    """Every feasible completed trial (of `trials` if given) as a point, in trial order;
+    `front` (their front's numbers) if the caller has it already."""
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     names = study.metric_names or []
-    front = front_numbers(study, trials)
+    front = front_numbers(study, trials) if front is None else front
     out = []
     for trial in feasible_complete(trials):
         x, y = _metric(trial, X_METRIC, names), _metric(trial, Y_METRIC, names)
@@ -129,11 +132,14 @@ def shown_points(pts: Sequence[Point], latest: int | None = None, limit: int = M
 
 
 def pareto_figure(
-    study: optuna.Study, trials: Sequence[FrozenTrial] | None = None, latest: int | None = None
+    study: optuna.Study,
+    trials: Sequence[FrozenTrial] | None = None,
+    latest: int | None = None,
+    front: set[int] | None = None,
 ) -> go.Figure:
     """Throughput against accuracy, one colour per device count, the front drawn and ringed;
     a study of more than MAX_POINTS trials shows that many of them (`shown_points`)."""
-    every = points(study, trials)
+    every = points(study, trials, front)
     pts = shown_points(every, latest)
     title = "Pareto front, coloured by device count"
     if len(pts) < len(every):
@@ -171,7 +177,8 @@ def pareto_figure(
 
 
 def hypervolume_figure(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> go.Figure:
-    """The hypervolume of the front after each completed trial, in order of completion."""
+    """The hypervolume of the front after each completed trial, in order of completion; past
+    MAX_POINTS completed trials, at the trials that raised it (the same staircase)."""
     history = hypervolume_history(study.get_trials(deepcopy=False) if trials is None else trials)
     names = study.metric_names or [f"value_{i}" for i in range(len(study.directions))]
     if len(names) == 1:
@@ -179,10 +186,16 @@ def hypervolume_figure(study: optuna.Study, trials: Sequence[FrozenTrial] | None
     else:
         title = "Hypervolume history"
         y_title = f"hypervolume ({' x '.join(names)} above 0)"
+    steps = list(enumerate(history, start=1))
+    if len(steps) > MAX_POINTS:  # the same staircase, from the trials that raised it and the last
+        raised = [step for i, step in enumerate(steps) if i == 0 or step[1][1] != steps[i - 1][1][1]]
+        title += f" ({len(raised):,} of {len(steps):,} trials raised it)"
+        steps = raised + ([steps[-1]] if raised[-1] is not steps[-1] else [])
     figure = go.Figure(layout={**_LAYOUT, "title": {"text": title}, "showlegend": False})
+    history = [entry for _, entry in steps]
     figure.add_trace(
         go.Scatter(
-            x=list(range(1, len(history) + 1)),
+            x=[count for count, _ in steps],
             y=[volume for _, volume in history],
             mode="lines+markers",
             line={"shape": "hv", "color": "#1f77b4"},
@@ -201,12 +214,14 @@ def curve_trials(
     latest: int | None = None,
     recent: int = RECENT_CURVES,
     trials: Sequence[FrozenTrial] | None = None,
+    front: set[int] | None = None,
 ) -> list[int]:
     """The trials worth a learning curve: the Pareto front, the `recent` last finished
     ones and `latest` (the trial that just finished), in trial order."""
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     finished = sorted((t for t in trials if t.state.is_finished()), key=lambda t: (t.datetime_complete, t.number))
-    chosen = front_numbers(study, trials) | {t.number for t in finished[max(0, len(finished) - recent) :]}
+    front = front_numbers(study, trials) if front is None else front
+    chosen = front | {t.number for t in finished[max(0, len(finished) - recent) :]}
     if latest is not None:
         chosen.add(latest)
     return sorted(chosen)
@@ -231,11 +246,14 @@ def study_curves(
 
 
 def learning_curves_figure(
-    study: optuna.Study, curves: Mapping[int, Sequence[EvalEvent]], trials: Sequence[FrozenTrial] | None = None
+    study: optuna.Study,
+    curves: Mapping[int, Sequence[EvalEvent]],
+    trials: Sequence[FrozenTrial] | None = None,
+    front: set[int] | None = None,
 ) -> go.Figure:
     """Validation loss and accuracy against tokens seen, one line per trial in `curves`."""
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    front = front_numbers(study, trials)
+    front = front_numbers(study, trials) if front is None else front
     states = {t.number: t.state for t in trials}
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     figure.update_layout(
@@ -275,13 +293,14 @@ def study_figures(
     one read of the study's trials (Optuna's cache, in a worker), with the learning curves
     of the trials they show only, so that their cost does not grow with the study's curves."""
     trials = study.get_trials(deepcopy=False)
-    numbers = curve_trials(study, latest, trials=trials)
+    front = front_numbers(study, trials)
+    numbers = curve_trials(study, latest, trials=trials, front=front)
     if not isinstance(stored_curves, Mapping):
         stored_curves = {n: stored_curves.curve(study.study_name, n) for n in numbers}
     curves = study_curves(study, stored_curves, numbers, trials)
     figures = (
         hypervolume_figure(study, trials),
-        pareto_figure(study, trials, latest),
-        learning_curves_figure(study, curves, trials),
+        pareto_figure(study, trials, latest, front),
+        learning_curves_figure(study, curves, trials, front),
     )
     return dict(zip(GRAPH_IDS, figures, strict=True))

@@ -12,6 +12,7 @@ import contextlib
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import optuna
@@ -21,6 +22,9 @@ from hpo.browse import notes
 from hpo.store.curves import open_curves
 from hpo.store.locks import study_lock
 
+# The dashboard's figures are redrawn at most this often while a worker runs.
+FIGURES_EVERY_S = 10.0
+
 
 class Publisher:
     """Each finished trial's note and the study's figures for optuna-dashboard (hpo.browse.notes),
@@ -28,15 +32,22 @@ class Publisher:
 
     They take tenths of a second (plotly JSON, a dozen attribute writes, the study lock):
     in line, they would sit between one trial and the next; here they run while the next
-    trial trains, and `close` waits for the last. Trials that finish while the figures
-    are being drawn share the next drawing. The figures are drawn under the study lock,
-    so that workers never interleave the chunks of one figure; with no lock (a gRPC proxy)
-    they are left out. Only a view: whatever goes wrong is a warning, never a failed
-    worker or trial.
+    trial trains, and `close` waits for the last. Trials that finish while the figures are
+    being drawn share the next drawing, and the figures are drawn at most every
+    `figures_every` seconds (and once more at the end): a study of thousands of short trials
+    would otherwise spend its database on redrawing them. The figures are drawn under the
+    study lock, so that workers never interleave the chunks of one figure; with no lock (a
+    gRPC proxy) they are left out. Only a view: whatever goes wrong is a warning, never a
+    failed worker or trial.
     """
 
-    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+    def __init__(
+        self, study: optuna.Study, storage: optuna.storages.BaseStorage, figures_every: float = FIGURES_EVERY_S
+    ) -> None:
         self.study, self.storage, self.curves = study, storage, open_curves(storage)
+        self.figures_every = figures_every
+        self._drawn_at: float | None = None  # when the figures were last drawn (monotonic)
+        self._undrawn: int | None = None  # the latest trial the figures have not shown yet
         self._queue: queue.SimpleQueue[FrozenTrial | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="hpo-publisher", daemon=True)
         self._thread.start()
@@ -65,13 +76,20 @@ class Publisher:
             if trials:
                 self._publish(trials)
             if None in batch:
+                if self._undrawn is not None:
+                    self._draw(self._undrawn)
                 return
 
     def _publish(self, trials: list[FrozenTrial]) -> None:
         for trial in trials:
             with only_warn(f"dashboard note of trial {trial.number}"):
                 notes.save_trial_note(self.study, trial, self.curves)
-        latest = trials[-1].number
+        self._undrawn = trials[-1].number
+        if self._drawn_at is None or time.monotonic() - self._drawn_at >= self.figures_every:
+            self._draw(self._undrawn)
+
+    def _draw(self, latest: int) -> None:
+        self._drawn_at, self._undrawn = time.monotonic(), None
         with (
             only_warn(f"dashboard figures after trial {latest}"),
             study_lock(self.storage, self.study.study_name) as exclusive,

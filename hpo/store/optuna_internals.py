@@ -230,7 +230,7 @@ def _attrs(
         sqlalchemy.select(table.c.trial_id, table.c.key, table.c.value_json)
         .join(trials, table.c.trial_id == trials.c.trial_id)
         .where(in_study, chosen)
-    )
+    ).all()  # fetched at once: row by row costs as much as decoding them
     out: dict[int, dict[str, Any]] = defaultdict(dict)
     for trial_id, key, value_json in rows:
         out[trial_id][key] = json.loads(value_json)
@@ -259,7 +259,7 @@ def _add_part(
         sqlalchemy.select(users.c.trial_id, part)
         .join(trials, users.c.trial_id == trials.c.trial_id)
         .where(in_study, users.c.key == key)
-    )
+    ).all()
     for trial_id, value in rows:
         nested: Any = value
         for name in reversed(path):

@@ -46,8 +46,9 @@ MASK = "***"
 MALFORMED = "<malformed storage URL>"
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://(.*)\Z", re.S)
 # A query parameter that carries a secret: libpq's `password` and `sslpassword`, or any key
-# that names a password. (`passfile` names a file, not a secret, and is shown.)
-_QUERY_SECRET = re.compile(r"[?&][^?&=#]*password[^?&=#]*=", re.I)
+# that names a password; or a `password=` inside a value, as libpq's `options=-c password=...`
+# would hold one (plain or percent-encoded). (`passfile` names a file, not a secret, and is shown.)
+_QUERY_SECRET = re.compile(r"[?&][^?&=#]*password[^?&=#]*=|password\s*(?:=|%3D)", re.I)
 _SCHEMES = ("sqlite", "postgresql", "postgres", grpc.SCHEME)
 # What cannot be in a user name: text before a `:` that holds one of these is not a user name.
 _NOT_A_USER = re.compile(r"[@/?#&]")
@@ -81,7 +82,8 @@ def _masked(url: str) -> tuple[str, list[str]]:
         start = rest_at + len(user) + 1 if colon and not _NOT_A_USER.search(user) else rest_at
         if colon or _NOT_A_USER.search(user):
             hidden[start:at] = [True] * (at - start)
-    query = _QUERY_SECRET.search(url, rest_at)
+    query_at = url.find("?", rest_at)
+    query = _QUERY_SECRET.search(url, query_at) if query_at >= 0 else None
     if query is not None:
         hidden[query.end() :] = [True] * (len(url) - query.end())
     shown: list[str] = []

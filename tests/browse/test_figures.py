@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import optuna
 import pytest
 from browse_helpers import MIXED, STUDY, browse_study, mixed_study
@@ -11,11 +13,13 @@ from study_helpers import load
 
 from hpo.browse.figures import (
     GRAPH_IDS,
+    MAX_POINTS,
     curve_trials,
     hypervolume_figure,
     learning_curves_figure,
     pareto_figure,
     points,
+    shown_points,
     study_curves,
     study_figures,
 )
@@ -91,6 +95,28 @@ def test_pareto_figure_colours_made_up_device_counts() -> None:
     assert list(markers["2 devices"].marker.size) == [13, 8]  # (200, 0.4) is on the front, (150, 0.2) is not
     (line,) = [t for t in figure.data if t.name == "Pareto front"]
     assert list(line.x) == [100.0, 200.0, 300.0] and list(line.y) == [0.5, 0.4, 0.3]
+
+
+def test_a_big_study_shows_its_front_its_latest_and_a_sample() -> None:
+    """Past MAX_POINTS trials the Pareto figure keeps the front and the latest trial and samples
+    the rest evenly; the hypervolume keeps the trials that raised it: the same staircase."""
+    rng = random.Random(0)
+    made = [(rng.uniform(1e4, 1e5), rng.uniform(0.1, 0.5), 1) for _ in range(MAX_POINTS + 300)]
+    study = _made_up(made)
+    pts = points(study)
+    shown = shown_points(pts, latest=MAX_POINTS + 299)
+    assert len(shown) == MAX_POINTS
+    assert {p.number for p in pts if p.on_front} | {MAX_POINTS + 299} <= {p.number for p in shown}
+    assert [p.number for p in shown] == sorted(p.number for p in shown)
+    assert f"of {MAX_POINTS + 300:,} trials" in pareto_figure(study, latest=MAX_POINTS + 299).layout.title.text
+    history = hypervolume_history(study.get_trials())
+    (trace,) = hypervolume_figure(study).data
+    assert len(trace.x) < 100 and trace.x[-1] == len(history)
+    for count, volume in zip(trace.x, trace.y, strict=True):  # each step of the staircase is the history's
+        assert history[count - 1][1] == volume
+    assert [history[i][1] for i in range(len(history))] == [
+        max(v for c, v in zip(trace.x, trace.y, strict=True) if c <= i + 1) for i in range(len(history))
+    ]
 
 
 def test_single_objective_study_gets_a_best_value_history() -> None:

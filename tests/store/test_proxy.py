@@ -18,7 +18,7 @@ import optuna
 import pytest
 from browse_helpers import figures_of
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from study_helpers import (
     FAST_HEARTBEAT,
     alive,
@@ -30,9 +30,11 @@ from study_helpers import (
     kill_tree,
     load,
     process_tree,
+    resume_processes,
     running_trial,
     start_hpo,
     tiny,
+    training_processes,
     wait_for,
 )
 
@@ -194,11 +196,6 @@ def test_a_retry_shows_the_lost_runs_points_only_when_it_resumes_that_run(storag
         assert store.at_rung("retries", 150) == {lost.number: points[1], resuming.number: points[1]}
 
 
-def _training(worker_pid: int) -> list:
-    """The worker's descendants that are not its own children: the training process."""
-    return [p for p in process_tree(worker_pid)[1:] if p.ppid() != worker_pid]
-
-
 @pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
 def test_killed_worker_behind_the_proxy_is_retried_and_frees_its_devices(
     storage_url: str, proxy: str, tmp_path: Path
@@ -208,20 +205,27 @@ def test_killed_worker_behind_the_proxy_is_retried_and_frees_its_devices(
     hpo_ok("run", *tiny(name, 2, "budget.tokens=150000", *FAST_HEARTBEAT), "--storage", storage_url, "--create-only")
     victim = _start_worker(name, proxy, leases)
     tree: list = []
+    training: list = []
     try:
-        running = wait_for(
-            lambda: victim.poll() is not None or running_trial(storage_url, name), timeout=300, what="a trial training"
+        # Its first trial's training process, suspended as soon as it is seen: the trial cannot
+        # end before the kill, however fast or slow this machine is.
+        training = wait_for(
+            lambda: victim.poll() is not None or training_processes(victim.pid), timeout=300, what="a trial training"
         )
-        assert isinstance(running, FrozenTrial), f"the worker exited {victim.returncode}: {victim.communicate()}"
-        wait_for(lambda: _training(victim.pid), timeout=60, what="the training process")
+        assert isinstance(training, list), f"the worker exited {victim.returncode}: {victim.communicate()}"
+        for process in training:
+            process.suspend()
+        running = wait_for(lambda: running_trial(storage_url, name, after_complete=0), timeout=60, what="its trial")
         tree = process_tree(victim.pid)
         held = FileLeases(leases).held()
         assert sorted(held) == sorted(running.user_attrs["devices"])
         assert all(owner.endswith(f":{name}:{running.number}") for owner in held.values())
         os.kill(victim.pid, signal.SIGKILL)
         victim.communicate(timeout=60)
+        resume_processes(training)  # a suspended process cannot notice that its parent died
         wait_for(lambda: not alive(tree), timeout=30, what="the killed worker's processes to exit")
     finally:
+        resume_processes(training)
         kill_tree(tree)
         if victim.poll() is None:
             victim.kill()

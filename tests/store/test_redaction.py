@@ -39,6 +39,16 @@ REDACTED = [
     ),
     ("sslpassword", f"postgresql://hpo:{PW}@h/db?sslpassword={PW}x", "postgresql://hpo:***@h/db?sslpassword=***"),
     ("query-key-case", f"postgresql://hpo@h/db?PASSWORD={PW}", "postgresql://hpo@h/db?PASSWORD=***"),
+    (
+        "options-value",
+        f"postgresql://hpo@h/db?options=-c password={PW}",
+        "postgresql://hpo@h/db?options=-c password=***",
+    ),
+    (
+        "options-value-encoded",
+        f"postgresql://hpo@h/db?options=-c%20password%3D{PW}&sslmode=require",
+        "postgresql://hpo@h/db?options=-c%20password%3D***",
+    ),
     ("at-unencoded", f"postgresql://hpo:p@{PW}@h/db", "postgresql://hpo:***@h/db"),
     ("at-in-query-password", f"postgresql://hpo@h/db?password=p@{PW}", "postgresql://***"),
     ("percent-encoded", f"postgresql://hpo:{quote('p@' + PW, safe='')}@h/db", "postgresql://hpo:***@h/db"),
