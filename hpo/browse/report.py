@@ -32,7 +32,7 @@ from hpo.browse.results import OUTCOME_KEYS, OUTCOME_PATHS, hardware_groups, obj
 from hpo.browse.tables import format_value
 from hpo.config.search_space import plain_params
 from hpo.errors import HpoError
-from hpo.record.attrs import DATA_FINGERPRINT, HARDWARE, RETRY_HISTORY, target
+from hpo.record.attrs import DATA_FINGERPRINT, HARDWARE, RETRY_HISTORY, mixed_hardware, target
 from hpo.record.outcome import METRIC_BY_NAME, EvalEvent
 from hpo.search.pareto import feasible_complete, hypervolume_history, pareto_trials
 from hpo.store.curves import Curves
@@ -312,7 +312,8 @@ def write_report(study: optuna.Study, stored_curves: Curves | Mapping[int, Seque
     except OSError as exc:
         raise HpoError(f"--out {out}: cannot create the folder ({exc.strerror}); choose another --out") from None
     names = objective_names(study)
-    trials = light_trials(study, (*OUTCOME_KEYS, *POINT_KEYS, HARDWARE), (RETRY_HISTORY,), OUTCOME_PATHS)
+    keys = (*OUTCOME_KEYS, *POINT_KEYS, *([HARDWARE] if mixed_hardware(study) else []))
+    trials = light_trials(study, keys, (RETRY_HISTORY,), OUTCOME_PATHS)
     groups = hardware_groups(trials)
     front = [t for members in groups.values() for t in pareto_trials(study, members)]
     whole = whole_trials(study, [t._trial_id for t in front])

@@ -22,15 +22,16 @@ from hpo.record.attrs import (
     REASON,
     RETRY_HISTORY,
     RUNG,
+    TARGET,
+    mixed_hardware,
     read_continuation,
     read_message,
     read_reason,
     read_rung,
-    target,
 )
 from hpo.search.pareto import feasible_complete, pareto_trials
 from hpo.search.promotion import superseded
-from hpo.store.optuna_internals import light_trials, whole_trials
+from hpo.store.optuna_internals import frozen_metric_names, light_trials, light_trials_by_study, whole_trials
 from hpo.study.slots import ran
 
 # What the summaries read of every trial besides its state, values and constraints
@@ -46,17 +47,19 @@ def objective_names(study: optuna.Study) -> list[str]:
 
 
 def studies_table(storage: optuna.storages.BaseStorage) -> str:
-    """One row per study: trial counts by state and the best value of each objective."""
+    """One row per study: trial counts by state and the best value of each objective. The
+    studies and their trials are read once for all (`light_trials_by_study`)."""
     rows = []
-    for name in sorted(optuna.get_all_study_names(storage)):
-        study = optuna.load_study(study_name=name, storage=storage)
-        trials = ran(light_trials(study, user_keys=(REASON,)))
+    trials_of = light_trials_by_study(storage, user_keys=(REASON,))
+    for study in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
+        trials = ran(trials_of.get(study.study_name, []))
         counts = {state: sum(t.state == state for t in trials) for state in TrialState}
-        best = _best_values(study, trials)
+        names = frozen_metric_names(study) or [f"value_{i}" for i in range(len(study.directions))]
+        best = _best_values(names, trials)
         rows.append(
             (
-                name,
-                f"{counts[TrialState.COMPLETE]}/{target(study) or '-'}",
+                study.study_name,
+                f"{counts[TrialState.COMPLETE]}/{int(study.user_attrs.get(TARGET, 0)) or '-'}",
                 counts[TrialState.RUNNING],
                 counts[TrialState.PRUNED],
                 counts[TrialState.FAIL],
@@ -72,11 +75,11 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
 
 
-def _best_values(study: optuna.Study, trials: Sequence[FrozenTrial]) -> dict[str, float]:
+def _best_values(names: Sequence[str], trials: Sequence[FrozenTrial]) -> dict[str, float]:
     trials = feasible_complete(trials)
     if not trials:
         return {}
-    return {name: max(t.values[i] for t in trials) for i, name in enumerate(objective_names(study))}
+    return {name: max(t.values[i] for t in trials) for i, name in enumerate(names)}
 
 
 def pareto_table(front: Sequence[FrozenTrial], names: Sequence[str]) -> str:
@@ -95,7 +98,8 @@ def show_text(study: optuna.Study) -> str:
     trials ran on several kinds of hardware (`study.hardware=mixed`) has a front for each:
     their tokens/s do not compare across them."""
     names = objective_names(study)
-    every = light_trials(study, (*OUTCOME_KEYS, HARDWARE), (RETRY_HISTORY,), OUTCOME_PATHS)
+    keys = (*OUTCOME_KEYS, HARDWARE) if mixed_hardware(study) else OUTCOME_KEYS
+    every = light_trials(study, keys, (RETRY_HISTORY,), OUTCOME_PATHS)
     groups = hardware_groups(every)
     fronts = {hardware: pareto_trials(study, members) for hardware, members in groups.items()}
     trials = feasible_complete(every)

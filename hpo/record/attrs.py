@@ -81,6 +81,12 @@ def config_from_stored(stored: Mapping[str, Any]) -> HpoConfig:
     return build(HpoConfig, data)
 
 
+def mixed_hardware(study: optuna.Study) -> bool:
+    """Whether the study lets workers on different hardware join (`study.hardware=mixed`):
+    only then may its trials need reading per hardware."""
+    return bool(study.user_attrs.get(STUDY_CONFIG, {}).get("study", {}).get("hardware") == "mixed")
+
+
 def target(study: optuna.Study) -> int:
     """The study's trial target (0 for a study that hpo did not make)."""
     return int(study.user_attrs.get(TARGET, 0))

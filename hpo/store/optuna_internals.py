@@ -22,7 +22,9 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models
 from optuna.study import Study
 from optuna.study._constrained_optimization import _CONSTRAINTS_KEY, _is_constrained_optimization
+from optuna.study._frozen import FrozenStudy
 from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+from optuna.study.study import _SYSTEM_ATTR_METRIC_NAMES
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
@@ -32,7 +34,9 @@ __all__ = [
     "count_trials",
     "delete_trial_system_attr",
     "finished_trial",
+    "frozen_metric_names",
     "light_trials",
+    "light_trials_by_study",
     "pareto_front",
     "read_trials",
     "stale_trial_ids",
@@ -172,50 +176,92 @@ def light_trials(
     database = _database(study)
     if database is None:
         return study.get_trials(deepcopy=False)
+    trials = models.TrialModel.__table__
+    by_study = _light(database, trials.c.study_id == study._study_id, user_keys, system_keys, user_paths)
+    return by_study.get(study._study_id, [])
+
+
+def light_trials_by_study(
+    storage: optuna.storages.BaseStorage, user_keys: Collection[str] = ()
+) -> dict[str, list[FrozenTrial]]:
+    """`light_trials` of every study in the database, by study name, read at once: `hpo
+    studies` on 200 studies costs five queries, not 200 loads of a study and 800 queries."""
+    backend = storage._backend if isinstance(storage, _CachedStorage) else storage
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return {s.study_name: storage.get_all_trials(s._study_id, deepcopy=False) for s in storage.get_all_studies()}
+    studies = models.StudyModel.__table__
+    with backend.engine.connect() as connection:
+        names: dict[int, str] = dict(
+            connection.execute(sqlalchemy.select(studies.c.study_id, studies.c.study_name)).all()
+        )
+    by_study = _light(backend, sqlalchemy.true(), user_keys, (), None)
+    return {name: by_study.get(study_id, []) for study_id, name in names.items()}
+
+
+def frozen_metric_names(study: FrozenStudy) -> list[str] | None:
+    """`Study.metric_names` of a study read by `storage.get_all_studies()`, which holds them
+    in a system attribute under a private key: a summary of 200 studies need not load each."""
+    return study.system_attrs.get(_SYSTEM_ATTR_METRIC_NAMES)
+
+
+def _light(
+    database: optuna.storages.RDBStorage,
+    chosen: sqlalchemy.ColumnElement[bool],
+    user_keys: Collection[str],
+    system_keys: Collection[str],
+    user_paths: Mapping[str, Sequence[str]] | None,
+) -> dict[int, list[FrozenTrial]]:
+    """The light trials of the trials `chosen` (a condition on Optuna's trials table), by study id."""
     trials, values = models.TrialModel.__table__, models.TrialValueModel.__table__
     users, systems = models.TrialUserAttributeModel.__table__, models.TrialSystemAttributeModel.__table__
-    in_study = trials.c.study_id == study._study_id
     constraint = sqlalchemy.or_(systems.c.key == _CONSTRAINTS_KEY, systems.c.key.like(_CONSTRAINTS_KEY + ":%"))
     with database.engine.connect() as connection:
         rows = connection.execute(
             sqlalchemy.select(
-                trials.c.trial_id, trials.c.number, trials.c.state, trials.c.datetime_start, trials.c.datetime_complete
+                trials.c.study_id,
+                trials.c.trial_id,
+                trials.c.number,
+                trials.c.state,
+                trials.c.datetime_start,
+                trials.c.datetime_complete,
             )
-            .where(in_study)
-            .order_by(trials.c.number)
+            .where(chosen)
+            .order_by(trials.c.study_id, trials.c.number)
         ).all()
         stored_values = connection.execute(
             sqlalchemy.select(values.c.trial_id, values.c.objective, values.c.value, values.c.value_type)
             .join(trials, values.c.trial_id == trials.c.trial_id)
-            .where(in_study)
+            .where(chosen)
         ).all()
-        user = _attrs(connection, users, in_study, users.c.key.in_(list(user_keys))) if user_keys else {}
+        user = _attrs(connection, users, chosen, users.c.key.in_(list(user_keys))) if user_keys else {}
         for key, path in (user_paths or {}).items():
-            _add_part(connection, in_study, key, path, user)
-        system = _attrs(connection, systems, in_study, sqlalchemy.or_(systems.c.key.in_(list(system_keys)), constraint))
+            _add_part(connection, chosen, key, path, user)
+        system = _attrs(connection, systems, chosen, sqlalchemy.or_(systems.c.key.in_(list(system_keys)), constraint))
     by_trial: dict[int, dict[int, float]] = defaultdict(dict)
     for trial_id, objective, value, value_type in stored_values:
         by_trial[trial_id][objective] = models.TrialValueModel.stored_repr_to_value(value, value_type)
     # Optuna shows stored times (naive UTC) as naive local times; one offset keeps their order.
     offset = datetime.datetime.now().astimezone().utcoffset() or datetime.timedelta()
-    return [
-        FrozenTrial(
-            number=number,
-            state=state,
-            value=None,
-            values=[objectives[i] for i in sorted(objectives)] if objectives else None,
-            datetime_start=None if start is None else start + offset,
-            datetime_complete=None if complete is None else complete + offset,
-            params={},
-            distributions={},
-            user_attrs=user.get(trial_id, {}),
-            system_attrs=system.get(trial_id, {}),
-            intermediate_values={},
-            trial_id=trial_id,
+    out: dict[int, list[FrozenTrial]] = defaultdict(list)
+    for study_id, trial_id, number, state, start, complete in rows:
+        objectives = by_trial.get(trial_id) if state == TrialState.COMPLETE else None
+        out[study_id].append(
+            FrozenTrial(
+                number=number,
+                state=state,
+                value=None,
+                values=[objectives[i] for i in sorted(objectives)] if objectives else None,
+                datetime_start=None if start is None else start + offset,
+                datetime_complete=None if complete is None else complete + offset,
+                params={},
+                distributions={},
+                user_attrs=user.get(trial_id, {}),
+                system_attrs=system.get(trial_id, {}),
+                intermediate_values={},
+                trial_id=trial_id,
+            )
         )
-        for trial_id, number, state, start, complete in rows
-        for objectives in [by_trial.get(trial_id) if state == TrialState.COMPLETE else None]
-    ]
+    return out
 
 
 def _attrs(
@@ -233,8 +279,19 @@ def _attrs(
     ).all()  # fetched at once: row by row costs as much as decoding them
     out: dict[int, dict[str, Any]] = defaultdict(dict)
     for trial_id, key, value_json in rows:
-        out[trial_id][key] = json.loads(value_json)
+        out[trial_id][key] = _decode(value_json)
     return out
+
+
+def _decode(text: str) -> Any:
+    """`json.loads(text)`, with a short way for what most attributes hold (a number, a plain
+    string), which takes a tenth of the time: a study's summary decodes tens of thousands."""
+    first = text[:1]
+    if first == '"' and "\\" not in text:
+        return text[1:-1]
+    if first.isdigit() or (first == "-" and text[1:2].isdigit()):
+        return float(text) if "." in text or "e" in text or "E" in text else int(text)
+    return json.loads(text)
 
 
 def _add_part(

@@ -12,6 +12,7 @@ from random_trials import random_study
 from hpo.store.optuna_internals import (
     count_trials,
     light_trials,
+    light_trials_by_study,
     pareto_front,
     system_attr_values,
     whole_trials,
@@ -20,9 +21,9 @@ from hpo.store.optuna_internals import (
 
 @pytest.fixture(params=["database", "public-api"])
 def study(request: pytest.FixtureRequest, storage_url: str) -> optuna.Study:
-    """A study of 300 random trials, read through SQL, or (as behind the gRPC proxy) through
+    """A study of 150 random trials, read through SQL, or (as behind the gRPC proxy) through
     a storage that is no RDBStorage and so only has the public API."""
-    study = random_study(storage_url, 300)
+    study = random_study(storage_url, 150)
     if request.param == "public-api":
         backend = optuna.storages.InMemoryStorage()
         copy = optuna.create_study(storage=backend, directions=["maximize", "maximize"])
@@ -59,7 +60,7 @@ def test_the_front_of_light_trials_is_optunas_best_trials(study: optuna.Study) -
 
 def test_whole_trials_are_the_trials_optuna_returns(study: optuna.Study) -> None:
     every = study.get_trials()
-    chosen = [every[i] for i in (0, 7, 150, 299)]
+    chosen = [every[i] for i in (0, 7, 100, 149)]
     assert whole_trials(study, [t._trial_id for t in chosen]) == chosen
     assert whole_trials(study, []) == []
 
@@ -67,7 +68,7 @@ def test_whole_trials_are_the_trials_optuna_returns(study: optuna.Study) -> None
 def test_counts_are_those_of_the_trials(study: optuna.Study) -> None:
     every = study.get_trials()
     started = (TrialState.RUNNING, TrialState.PRUNED, TrialState.FAIL)
-    skipped = {3, 4, 5, 200}
+    skipped = {3, 4, 5, 120}
     lost = ("failure_reason", ["interrupted", "surplus"])
     expected = [
         t
@@ -78,3 +79,21 @@ def test_counts_are_those_of_the_trials(study: optuna.Study) -> None:
     assert count_trials(study, [TrialState.COMPLETE]) == sum(t.state == TrialState.COMPLETE for t in every)
     histories = [t.system_attrs["retry_history"] for t in every if "retry_history" in t.system_attrs]
     assert sorted(system_attr_values(study, "retry_history")) == sorted(histories)
+
+
+@pytest.mark.parametrize("through", ["database", "public-api"])
+def test_every_studys_light_trials_are_read_at_once(through: str, storage_url: str) -> None:
+    made = [random_study(storage_url, 40) for _ in range(3)]
+    storage = optuna.storages.get_storage(storage_url)
+    if through == "public-api":
+        storage = optuna.storages.InMemoryStorage()
+        for study in made:
+            copy = optuna.create_study(storage=storage, study_name=study.study_name, directions=study.directions)
+            copy.add_trials(study.get_trials())
+    by_study = light_trials_by_study(storage, ["failure_reason"])
+    assert sorted(by_study) == sorted(s.study_name for s in made)
+    for study in made:
+        lean, whole = by_study[study.study_name], study.get_trials()
+        assert [(t.number, t.state, t.values) for t in lean] == [(t.number, t.state, t.values) for t in whole]
+        assert [t.user_attrs.get("failure_reason") for t in lean] == [t.user_attrs.get("failure_reason") for t in whole]
+        assert [t.constraints for t in lean] == [t.constraints for t in whole]
