@@ -99,7 +99,7 @@ def show_text(study: optuna.Study) -> str:
     their tokens/s do not compare across them."""
     names = objective_names(study)
     keys = (*OUTCOME_KEYS, HARDWARE) if mixed_hardware(study) else OUTCOME_KEYS
-    every = light_trials(study, keys, (RETRY_HISTORY,), OUTCOME_PATHS)
+    every = light_trials(study, keys, (RETRY_HISTORY,), OUTCOME_PATHS, times=False)
     groups = hardware_groups(every)
     fronts = {hardware: pareto_trials(study, members) for hardware, members in groups.items()}
     trials = feasible_complete(every)

@@ -163,12 +163,14 @@ def light_trials(
     user_keys: Collection[str] = (),
     system_keys: Collection[str] = (),
     user_paths: Mapping[str, Sequence[str]] | None = None,
+    times: bool = True,
 ) -> list[FrozenTrial]:
-    """The study's trials in number order, each with its state, values, times, constraints
-    and only the named attributes: no parameters, no other attribute. `user_paths` names a
-    part of a big attribute instead of all of it: with `{"config": ("budget", "tokens")}` a
-    trial's `config` is `{"budget": {"tokens": N}}`, extracted by the database. Callers
-    that need trials whole read them with `whole_trials`.
+    """The study's trials in number order, each with its state, values, times (unless
+    `times` is off: parsing them is a sixth of the cost), constraints and only the named
+    attributes: no parameters, no other attribute. `user_paths` names a part of a big
+    attribute instead of all of it: with `{"config": ("budget", "tokens")}` a trial's
+    `config` is `{"budget": {"tokens": N}}`, extracted by the database. Callers that need
+    trials whole read them with `whole_trials`.
 
     Four indexed queries, however many attributes a trial holds; behind the gRPC proxy,
     the trials whole.
@@ -177,7 +179,7 @@ def light_trials(
     if database is None:
         return study.get_trials(deepcopy=False)
     trials = models.TrialModel.__table__
-    by_study = _light(database, trials.c.study_id == study._study_id, user_keys, system_keys, user_paths)
+    by_study = _light(database, trials.c.study_id == study._study_id, user_keys, system_keys, user_paths, times)
     return by_study.get(study._study_id, [])
 
 
@@ -194,7 +196,7 @@ def light_trials_by_study(
         names: dict[int, str] = dict(
             connection.execute(sqlalchemy.select(studies.c.study_id, studies.c.study_name)).all()
         )
-    by_study = _light(backend, sqlalchemy.true(), user_keys, (), None)
+    by_study = _light(backend, sqlalchemy.true(), user_keys, (), None, times=False)
     return {name: by_study.get(study_id, []) for study_id, name in names.items()}
 
 
@@ -210,6 +212,7 @@ def _light(
     user_keys: Collection[str],
     system_keys: Collection[str],
     user_paths: Mapping[str, Sequence[str]] | None,
+    times: bool,
 ) -> dict[int, list[FrozenTrial]]:
     """The light trials of the trials `chosen` (a condition on Optuna's trials table), by study id."""
     trials, values = models.TrialModel.__table__, models.TrialValueModel.__table__
@@ -222,8 +225,7 @@ def _light(
                 trials.c.trial_id,
                 trials.c.number,
                 trials.c.state,
-                trials.c.datetime_start,
-                trials.c.datetime_complete,
+                *((trials.c.datetime_start, trials.c.datetime_complete) if times else ()),
             )
             .where(chosen)
             .order_by(trials.c.study_id, trials.c.number)
@@ -243,7 +245,8 @@ def _light(
     # Optuna shows stored times (naive UTC) as naive local times; one offset keeps their order.
     offset = datetime.datetime.now().astimezone().utcoffset() or datetime.timedelta()
     out: dict[int, list[FrozenTrial]] = defaultdict(list)
-    for study_id, trial_id, number, state, start, complete in rows:
+    for study_id, trial_id, number, state, *started_completed in rows:
+        start, complete = started_completed if times else (None, None)
         objectives = by_trial.get(trial_id) if state == TrialState.COMPLETE else None
         out[study_id].append(
             FrozenTrial(
@@ -304,21 +307,24 @@ def _add_part(
     """Put the part at `path` of each trial's user attribute `key` into `into`, nested as it
     was: the database takes it out of the JSON (SQLite's json_extract, PostgreSQL's #>)."""
     trials, users = models.TrialModel.__table__, models.TrialUserAttributeModel.__table__
-    # The column is text: PostgreSQL needs it cast to JSON for #>, while SQLite's CAST AS JSON
-    # would make it a number (SQLite's json_extract reads text).
-    document: sqlalchemy.ColumnElement[Any]
-    if connection.dialect.name == "postgresql":
-        document = sqlalchemy.cast(users.c.value_json, sqlalchemy.JSON)
+    # The column is text: PostgreSQL needs it cast to JSON for #> (the driver decodes the
+    # part), while SQLite's CAST AS JSON would make it a number (its json_extract reads text;
+    # the part comes back as JSON text, decoded here).
+    postgresql = connection.dialect.name == "postgresql"
+    part: sqlalchemy.ColumnElement[Any]
+    if postgresql:
+        part = sqlalchemy.cast(users.c.value_json, sqlalchemy.JSON)[tuple(path)]
     else:
-        document = sqlalchemy.type_coerce(users.c.value_json, sqlalchemy.JSON)
-    part = document[tuple(path)]
+        part = sqlalchemy.type_coerce(
+            sqlalchemy.type_coerce(users.c.value_json, sqlalchemy.JSON)[tuple(path)], sqlalchemy.Text
+        )
     rows = connection.execute(
         sqlalchemy.select(users.c.trial_id, part)
         .join(trials, users.c.trial_id == trials.c.trial_id)
         .where(in_study, users.c.key == key)
     ).all()
     for trial_id, value in rows:
-        nested: Any = value
+        nested: Any = value if postgresql or value is None else _decode(value)
         for name in reversed(path):
             nested = {name: nested}
         into.setdefault(trial_id, {})[key] = nested
