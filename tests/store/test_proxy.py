@@ -221,8 +221,10 @@ def test_killed_worker_behind_the_proxy_is_retried_and_frees_its_devices(
         assert sorted(held) == sorted(running.user_attrs["devices"])
         assert all(owner.endswith(f":{name}:{running.number}") for owner in held.values())
         os.kill(victim.pid, signal.SIGKILL)
+        # A suspended process cannot notice that its parent died, and it holds the worker's
+        # output pipes open: resumed, it exits, and the pipes close.
+        resume_processes(training)
         victim.communicate(timeout=60)
-        resume_processes(training)  # a suspended process cannot notice that its parent died
         wait_for(lambda: not alive(tree), timeout=30, what="the killed worker's processes to exit")
     finally:
         resume_processes(training)
