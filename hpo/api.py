@@ -120,14 +120,24 @@ def join_study(
     _check_timeout(timeout)
     if wait < 0:
         raise HpoError(f"--wait={wait:g} must be 0 or more seconds (0: do not wait for the database)")
+    from hpo.study.objective import patiently
+
     url = resolve_url(storage)
-    study, config = load_existing(name, wait_for_storage(url, timeout=wait), url)
-    _verify_data(study, config)
-    # Joining workers must not replay the first worker's sampler stream.
-    opened = open_storage(url, config.storage, must_exist=True)
-    study = create_or_continue(config, opened, study.user_attrs[DATA_FINGERPRINT], seed_offset=os.getpid())
+    waited = wait_for_storage(url, timeout=wait)
+
+    def join() -> tuple[optuna.Study, Storage, HpoConfig]:
+        stored, config = load_existing(name, waited, url)
+        _verify_data(stored, config)
+        # Joining workers must not replay the first worker's sampler stream.
+        opened = open_storage(url, config.storage, must_exist=True)
+        fingerprint = stored.user_attrs[DATA_FINGERPRINT]
+        return create_or_continue(config, opened, fingerprint, seed_offset=os.getpid()), opened, config
+
+    # Once it answered, a database that restarts while this worker starts up is waited for,
+    # as it is while trials run.
+    study, opened, config = patiently("joining the study", join)
     if on_start is not None:
-        on_start(study)
+        patiently("starting the worker", on_start, study)
     return _run_here(study, opened, config, timeout, on_trial)
 
 
@@ -184,9 +194,10 @@ def _run_here(
     study: optuna.Study, opened: Storage, config: HpoConfig, timeout: float | None, on_trial: OnTrial | None
 ) -> int:
     """Run the study's trials in this process, each published to the dashboard when done."""
+    from hpo.study.objective import patiently
     from hpo.study.worker import run_worker
 
-    with Publisher(study, opened) as publish:
+    with patiently("opening the dashboard's publisher", Publisher, study, opened) as publish:
 
         def finished(trial: FrozenTrial) -> None:
             publish(trial)

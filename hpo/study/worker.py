@@ -153,7 +153,8 @@ def run_worker(
     `on_trial` sees each finished trial (the CLI prints it and publishes it to the dashboard),
     and each dead worker's trial that this worker failed as `worker_lost`."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    stores = TrialStores.open(storage, config, check_hardware(study, storage, config))
+    hardware = patiently("checking the study's hardware", check_hardware, study, storage, config)
+    stores = patiently("opening the study's stores", TrialStores.open, storage, config, hardware)
     promoter = None
     if config.pruner.pause and stores.states is not None:
         states, pruner, objectives = stores.states, config.pruner, config.study.objectives
