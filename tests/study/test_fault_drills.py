@@ -181,8 +181,10 @@ def test_sigterm_requeues_the_trial_and_resume_finishes(sqlite_url: str, cleanup
     name = "terminated"
     process = start_hpo("run", *tiny(name, 1, *TRAINING), "--storage", sqlite_url, "--quiet")
     cleanup.append(process)
-    running = _catch(process, sqlite_url, name)
-    training, _ = pause_once_saved(sqlite_url, name, process, running.number)  # mid-run, however fast
+    # Its one trial, suspended as soon as it trains and let go in bursts until it saved an
+    # evaluation: stopped mid-run, however fast or loaded this machine is.
+    training, _ = pause_once_saved(sqlite_url, name, process, 0)
+    running = load(sqlite_url, name).trials[0]
     tree = process_tree(process.pid)
     os.kill(process.pid, signal.SIGTERM)  # the worker alone, as `kill` or a process manager does
     resume_processes(training)
