@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 import sqlalchemy
@@ -43,7 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.browse import notes
 from hpo.browse.publisher import FIGURES_EVERY_S
-from hpo.record.attrs import CONSTRAINT, MESSAGE, REASON, RUNG, TARGET, write_reason
+from hpo.record.attrs import BUDGET_KEPT, CONFIG, CONSTRAINT, MESSAGE, REASON, RUNG, TARGET, write_reason
 from hpo.record.outcome import EvalEvent, Reason
 from hpo.store.curves import CURVES, open_curves
 from hpo.store.storage import open_storage
@@ -122,7 +121,11 @@ def synthetic(template: FrozenTrial, curve: list[EvalEvent], number: int, rng: r
             user_attrs = {
                 **user_attrs,
                 REASON: Reason.PRUNED.value,
-                RUNG: {"rung_tokens": point.tokens, **asdict(point)},
+                RUNG: {
+                    "rung_tokens": point.tokens,
+                    BUDGET_KEPT: template.user_attrs[CONFIG]["budget"]["tokens"],
+                    **asdict(point),
+                },
             }
     elif roll < 0.18:
         state, values = TrialState.FAIL, None
@@ -172,10 +175,6 @@ def build(url: str, name: str, n_trials: int, template: tuple[optuna.Study, Froz
         ]
         with storage.engine.begin() as connection:
             connection.execute(sqlalchemy.insert(CURVES), rows)
-
-
-def _unsynced(connection: Any, _: object) -> None:
-    connection.execute("PRAGMA synchronous=OFF")
 
 
 def claim_seconds(url: str, name: str) -> Figure:

@@ -246,26 +246,61 @@ def training_processes(worker_pid: int) -> list:
         return []
 
 
+def suspended_training(url: str, name: str, worker: subprocess.Popen, number: int) -> list:
+    """Trial `number`'s training process, suspended (SIGSTOP) the moment it shows.
+
+    Each new training process is suspended first and asked about after: a worker claims a
+    trial before it starts the trial's process, so the trial RUNNING then is the one it
+    trains. An earlier trial's process is let go again. Polling the database for the trial
+    instead could miss a short trial on a loaded machine."""
+    seen: set[int] = set()
+
+    def caught() -> list | str | None:
+        if worker.poll() is not None:
+            return "exited"
+        fresh = [process for process in training_processes(worker.pid) if process.pid not in seen]
+        seen.update(process.pid for process in fresh)
+        suspend_processes(fresh)
+        if not fresh:
+            return None
+        running = [t.number for t in trials(url, name) if t.state == optuna.trial.TrialState.RUNNING]
+        if running == [number]:
+            return fresh
+        resume_processes(fresh)
+        return None
+
+    training = wait_for(caught, timeout=300, what=f"trial {number}'s training process", interval=0.02)
+    if training == "exited":
+        out, err = worker.communicate()
+        raise AssertionError(f"the worker exited {worker.returncode} before trial {number} trained:\n{out}\n{err}")
+    return training
+
+
 def pause_once_saved(url: str, name: str, worker: subprocess.Popen, number: int) -> tuple[list, list[EvalEvent]]:
-    """Suspend trial `number`'s training process (SIGSTOP) and let it run in 50 ms bursts
-    until it has saved an evaluation; return it, suspended, and the points it saved. The
-    trial is then stopped mid-run on any machine, however fast: no test races its end."""
-    training = wait_for(lambda: training_processes(worker.pid), timeout=60, what="the training child process")
-    for process in training:
-        process.suspend()
+    """Suspend trial `number`'s training process as soon as it starts and let it run in 50 ms
+    bursts until it has saved an evaluation; return it, suspended, and the points it saved.
+    The trial is then stopped mid-run on any machine, however fast: no test races its end."""
+    training = suspended_training(url, name, worker, number)
 
     def saved() -> list[EvalEvent] | None:
         points = saved_points(url, name, number)
         if points:
             return points
-        for process in training:
-            process.resume()
+        resume_processes(training)
         time.sleep(0.05)
-        for process in training:
-            process.suspend()
+        suspend_processes(training)
         return None
 
     return training, wait_for(saved, timeout=120, what="a saved evaluation", interval=0)
+
+
+def suspend_processes(processes: list) -> None:
+    """SIGSTOP to those still there."""
+    for process in alive(processes):
+        try:
+            process.suspend()
+        except psutil.NoSuchProcess:
+            continue
 
 
 def resume_processes(processes: list) -> None:

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import __version__
 from hpo.browse.figures import POINT_KEYS, X_TITLE, Y_TITLE, device_colour, front_line, points, study_curves
-from hpo.browse.results import OUTCOME_KEYS, OUTCOME_PATHS, hardware_groups, objective_names, outcome_lines
+from hpo.browse.results import OUTCOME_KEYS, hardware_groups, objective_names, outcome_lines
 from hpo.browse.tables import format_value
 from hpo.config.search_space import plain_params
 from hpo.errors import HpoError
@@ -284,7 +284,7 @@ def _summary(study: optuna.Study, trials: Sequence[FrozenTrial]) -> str:
         f"{counts[TrialState.FAIL]} failed, {counts[TrialState.RUNNING]} running"
         + (f" (target {target(study)})" if target(study) else ""),
     ]
-    parts += outcome_lines(trials)
+    parts += outcome_lines(study, trials)
     fingerprint = study.user_attrs.get(DATA_FINGERPRINT)
     if fingerprint:
         parts.append(f"data fingerprint {str(fingerprint)[:12]}")
@@ -313,7 +313,7 @@ def write_report(study: optuna.Study, stored_curves: Curves | Mapping[int, Seque
         raise HpoError(f"--out {out}: cannot create the folder ({exc.strerror}); choose another --out") from None
     names = objective_names(study)
     keys = (*OUTCOME_KEYS, *POINT_KEYS, *([HARDWARE] if mixed_hardware(study) else []))
-    trials = light_trials(study, keys, (RETRY_HISTORY,), OUTCOME_PATHS)
+    trials = light_trials(study, keys, (RETRY_HISTORY,))
     groups = hardware_groups(trials)
     front = [t for members in groups.values() for t in pareto_trials(study, members)]
     whole = whole_trials(study, [t._trial_id for t in front])

@@ -16,6 +16,7 @@ from hpo.browse.ranking import ranking_text
 from hpo.browse.tables import format_table
 from hpo.config.search_space import plain_params
 from hpo.record.attrs import (
+    BUDGET_KEPT,
     CONFIG,
     CONTINUES,
     HARDWARE,
@@ -39,7 +40,6 @@ from hpo.study.slots import ran
 # study of 10,000 trials is summed up without loading its trials whole; the front and the
 # best trials, a few dozen, are read whole for their parameters.
 OUTCOME_KEYS = (REASON, "tokens", RUNG, CONTINUES)
-OUTCOME_PATHS = {CONFIG: ("budget", "tokens")}  # of a trial's config, its budget alone
 
 
 def objective_names(study: optuna.Study) -> list[str]:
@@ -99,7 +99,7 @@ def show_text(study: optuna.Study) -> str:
     their tokens/s do not compare across them."""
     names = objective_names(study)
     keys = (*OUTCOME_KEYS, HARDWARE) if mixed_hardware(study) else OUTCOME_KEYS
-    every = light_trials(study, keys, (RETRY_HISTORY,), OUTCOME_PATHS, times=False)
+    every = light_trials(study, keys, (RETRY_HISTORY,), times=False)
     groups = hardware_groups(every)
     fronts = {hardware: pareto_trials(study, members) for hardware, members in groups.items()}
     trials = feasible_complete(every)
@@ -116,7 +116,7 @@ def show_text(study: optuna.Study) -> str:
         on = f" on {best.user_attrs.get(HARDWARE)}" if len(fronts) > 1 else ""
         parts.append(f"best {name}: trial {best.number}{on} ({_fmt(best.values[i])}) {params}")
     ranking = ranking_text(study, names)
-    return "\n".join(parts + outcome_lines(every) + ([f"\n{ranking}"] if ranking else []))
+    return "\n".join(parts + outcome_lines(study, every) + ([f"\n{ranking}"] if ranking else []))
 
 
 def hardware_groups(trials: Sequence[FrozenTrial]) -> dict[str | None, list[FrozenTrial]]:
@@ -131,14 +131,14 @@ def hardware_groups(trials: Sequence[FrozenTrial]) -> dict[str | None, list[Froz
     return groups
 
 
-def outcome_lines(trials: Sequence[FrozenTrial]) -> list[str]:
+def outcome_lines(study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[str]:
     """The lines `hpo show` and `hpo report` both end their summary with: why trials did
     not complete, and the tokens the study trained (surplus claims of proxied workers are
-    bookkeeping, left out)."""
+    bookkeeping, left out). `trials` may be light ones with OUTCOME_KEYS."""
     trials = ran(list(trials))
     reasons = Counter(reason for t in trials if (reason := read_reason(t)) is not None)
     lines = ["not completed: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))] if reasons else []
-    compute = _compute_text(trials)
+    compute = _compute_text(study, trials)
     return lines + ([compute] if compute else [])
 
 
@@ -161,7 +161,7 @@ def _tokens_reached(trial: FrozenTrial) -> int:
     return rung.event.tokens if rung is not None else 0
 
 
-def _compute_text(trials: Sequence[FrozenTrial]) -> str | None:
+def _compute_text(study: optuna.Study, trials: Sequence[FrozenTrial]) -> str | None:
     """The tokens a study trained and what early stopping saved, measured on its own trials:
     each stopped trial would have trained to its budget (a paused trial that was promoted
     was not stopped: its promotion went on). None before any trial trained."""
@@ -170,8 +170,9 @@ def _compute_text(trials: Sequence[FrozenTrial]) -> str | None:
         return None
     continued = superseded(trials)
     stopped = [t for t in trials if t.state == TrialState.PRUNED and read_rung(t) is not None]
-    stopped = [t for t in stopped if t.number not in continued]
-    saved = sum(int(t.user_attrs[CONFIG]["budget"]["tokens"]) - _tokens_reached(t) for t in stopped)
+    budgets = _budgets(study, [t for t in stopped if t.number not in continued])
+    stopped = [t for t in stopped if t.number in budgets]
+    saved = sum(budgets[t.number] - _tokens_reached(t) for t in stopped)
     text = f"complete and pruned trials trained {spent:,} tokens"
     if stopped:
         text += (
@@ -179,6 +180,23 @@ def _compute_text(trials: Sequence[FrozenTrial]) -> str | None:
             f"{saved / (spent + saved):.0%} of the study's cost without pruning"
         )
     return text
+
+
+def _budgets(study: optuna.Study, stopped: Sequence[FrozenTrial]) -> dict[int, int]:
+    """Each stopped trial's token budget, by number, if it had one in tokens (not in steps
+    or seconds). Its rung record keeps it; a trial whose record hpo wrote before it did is
+    read whole for its config, and only such trials are."""
+    budgets: dict[int, int | None] = {}
+    older = []
+    for trial in stopped:
+        rung = read_rung(trial)
+        if rung is not None and BUDGET_KEPT in trial.user_attrs[RUNG]:
+            budgets[trial.number] = rung.budget_tokens
+        else:
+            older.append(trial._trial_id)
+    for trial in whole_trials(study, older) if older else []:
+        budgets[trial.number] = trial.user_attrs.get(CONFIG, {}).get("budget", {}).get("tokens")
+    return {number: int(tokens) for number, tokens in budgets.items() if tokens is not None}
 
 
 @dataclass(frozen=True)

@@ -94,18 +94,26 @@ def target(study: optuna.Study) -> int:
 
 @dataclass(frozen=True)
 class RungRecord:
-    """Where a rung stopped or paused a trial, and the learning-curve point it judged."""
+    """Where a rung stopped or paused a trial, the learning-curve point it judged, and the
+    trial's token budget (what stopping it saved is read from here, not from its config:
+    a summary of 10,000 trials then decodes no config). None for a budget in steps or
+    seconds, and in records that hpo wrote before it kept the budget here (BUDGET_KEPT)."""
 
     rung_tokens: int
     event: EvalEvent
+    budget_tokens: int | None = None
 
     def values(self, names: Sequence[str]) -> list[float]:
         """The trial's values there, in the order of the study's objective names."""
         return [getattr(self.event, name) for name in names]
 
 
+BUDGET_KEPT = "budget_tokens"  # the rung record's key for the budget; older records lack it
+
+
 def write_rung(trial: optuna.Trial, record: RungRecord) -> None:
-    trial.set_user_attr(RUNG, {"rung_tokens": record.rung_tokens, **asdict(record.event)})
+    data = {"rung_tokens": record.rung_tokens, BUDGET_KEPT: record.budget_tokens, **asdict(record.event)}
+    trial.set_user_attr(RUNG, data)
 
 
 def read_rung(trial: FrozenTrial) -> RungRecord | None:
@@ -113,7 +121,8 @@ def read_rung(trial: FrozenTrial) -> RungRecord | None:
     if not data:
         return None
     fields = dict(data)
-    return RungRecord(int(fields.pop("rung_tokens")), EvalEvent(**fields))
+    rung, budget = int(fields.pop("rung_tokens")), fields.pop(BUDGET_KEPT, None)
+    return RungRecord(rung, EvalEvent(**fields), None if budget is None else int(budget))
 
 
 @dataclass(frozen=True)

@@ -264,7 +264,7 @@ def _run_trial(
     model_file = stores.models.checkpoint(trial.number) if stores.models is not None else None
     run_spec = spec if model_file is None else replace(spec, train=replace(spec.train, checkpoint=str(model_file)))
     # A resumed run was judged at the rungs it had passed: the judge starts where it took over.
-    judge = _Judge(study, trial, config, stores.curves, rungs, after_tokens=resumed_at)
+    judge = _Judge(study, trial, config, stores.curves, rungs, spec.budget.tokens, after_tokens=resumed_at)
 
     def on_event(event: EvalEvent) -> None:
         patiently("recording an evaluation", _record_event, event)
@@ -350,9 +350,11 @@ class _Judge:
         config: HpoConfig,
         curves: Curves,
         rungs: list[int],
+        budget_tokens: int | None,
         after_tokens: int = 0,
     ) -> None:
         self.study, self.trial, self.curves, self.rungs = study, trial, curves, rungs
+        self.budget_tokens = budget_tokens
         self.pruner, self.objectives = config.pruner, config.study.objectives
         self.reports = config.pruner.is_optunas  # the study's Optuna pruner judges
         self.last_tokens = after_tokens
@@ -380,7 +382,7 @@ class _Judge:
                     self._prune(rung, event, optuna.TrialPruned(message))
 
     def _prune(self, rung: int, event: EvalEvent, verdict: optuna.TrialPruned) -> None:
-        attrs.write_rung(self.trial, RungRecord(rung, event))
+        attrs.write_rung(self.trial, RungRecord(rung, event, self.budget_tokens))
         raise verdict
 
 

@@ -209,8 +209,10 @@ def test_moasha_study_prunes_and_keeps_the_front(storage_url: str) -> None:
         rung = trial.user_attrs["rung"]
         assert rung["rung_tokens"] in (4000, 12000) and rung["tokens"] >= rung["rung_tokens"]
         assert rung["tokens_per_sec"] > 0
+        assert rung["budget_tokens"] == trial.user_attrs["config"]["budget"]["tokens"]  # for what stopping saved
     assert {t.number for t in study.best_trials} <= {t.number for t in complete}
-    assert f"stopping {len(pruned)} of them early saved" in show_text(study)
+    saved = sum(t.user_attrs["config"]["budget"]["tokens"] - t.user_attrs["rung"]["tokens"] for t in pruned)
+    assert f"stopping {len(pruned)} of them early saved {saved:,} more" in show_text(study)
     curves = CurveStore(optuna.storages.RDBStorage(storage_url).engine).curves("pruned")
     assert set(curves) == {t.number for t in trials}  # pruned trials keep their curves too
     for trial in pruned:

@@ -4,6 +4,8 @@ behind nothing but the public API (the gRPC proxy's fallback)."""
 
 from __future__ import annotations
 
+import gc
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -42,13 +44,6 @@ def test_light_trials_hold_what_they_name_and_nothing_else(study: optuna.Study) 
         assert lean.user_attrs.get("failure_reason") == whole.user_attrs.get("failure_reason")
         assert lean.system_attrs.get("retry_history") == whole.system_attrs.get("retry_history")
         assert lean._trial_id == whole._trial_id
-
-
-def test_a_part_of_an_attribute_is_read_nested_as_it_was(study: optuna.Study) -> None:
-    light = light_trials(study, user_paths={"config": ("budget", "tokens")})
-    for lean, whole in zip(light, study.get_trials(), strict=True):
-        tokens = whole.user_attrs["config"]["budget"]["tokens"]
-        assert lean.user_attrs["config"]["budget"]["tokens"] == tokens
 
 
 def test_the_front_of_light_trials_is_optunas_best_trials(study: optuna.Study) -> None:
@@ -97,3 +92,15 @@ def test_every_studys_light_trials_are_read_at_once(through: str, storage_url: s
         assert [(t.number, t.state, t.values) for t in lean] == [(t.number, t.state, t.values) for t in whole]
         assert [t.user_attrs.get("failure_reason") for t in lean] == [t.user_attrs.get("failure_reason") for t in whole]
         assert [t.constraints for t in lean] == [t.constraints for t in whole]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_read_leaves_the_garbage_collector_as_it_found_it(study: optuna.Study, enabled: bool) -> None:
+    """Reads pause the cyclic collector while they build trials, and give it back as it was."""
+    (gc.enable if enabled else gc.disable)()
+    try:
+        light_trials(study)
+        whole_trials(study, [t._trial_id for t in study.get_trials()[:3]])
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()

@@ -33,7 +33,6 @@ from study_helpers import (
     pause_once_saved,
     process_tree,
     resume_processes,
-    running_trial,
     saved_points,
     start_hpo,
     states,
@@ -346,27 +345,18 @@ def test_rerun_of_the_same_study_continues_it(sqlite_url: str) -> None:
 # Crashes and Ctrl-C
 
 
-def _start_and_catch_a_running_trial(url: str, name: str, *extra: str) -> tuple[subprocess.Popen, FrozenTrial]:
-    """Start `hpo run` on a 2-trial study; return once trial 1 trains (trial 0 complete)."""
-    overrides = tiny(name, 2, *LONG_TRIAL, *FAST_HEARTBEAT, *extra)
-    process = start_hpo("run", *overrides, "--storage", url, "--quiet")
-
-    def caught() -> FrozenTrial | str | None:
-        if process.poll() is not None:
-            return "exited"
-        return running_trial(url, name)
-
+def _start_and_pause_trial_1(url: str, name: str, *extra: str) -> tuple[subprocess.Popen, FrozenTrial, list, list]:
+    """Start `hpo run` on a 2-trial study and pause trial 1 once it saved an evaluation
+    (study_helpers.pause_once_saved): the worker, trial 1 as it stands, its suspended
+    training process and the points it saved."""
+    process = start_hpo("run", *tiny(name, 2, *LONG_TRIAL, *FAST_HEARTBEAT, *extra), "--storage", url, "--quiet")
     try:
-        running = wait_for(caught, timeout=300, what="a trial training after a complete one")
+        training, points = pause_once_saved(url, name, process, 1)
     except BaseException:
-        process.kill()
+        kill_tree(process_tree(process.pid))
         process.communicate()
         raise
-    if running == "exited":
-        out, err = process.communicate()
-        raise AssertionError(f"hpo run exited {process.returncode} before trial 1 trained:\n{out}\n{err}")
-    assert isinstance(running, FrozenTrial)
-    return process, running
+    return process, load(url, name).trials[1], training, points
 
 
 def _assert_resumed(url: str, name: str, lost: FrozenTrial, points: list[EvalEvent], folder: Path) -> None:
@@ -391,10 +381,9 @@ def test_killed_worker_trial_is_retried_from_its_state(storage_url: str, tmp_pat
     folder = Path(storage_url.removeprefix("sqlite:///") + "-states") if storage_url.startswith("sqlite") else None
     extra = () if folder else (f"storage.states={tmp_path / 'shared'}",)
     folder = folder or tmp_path / "shared"
-    process, running = _start_and_catch_a_running_trial(storage_url, name, *extra)
+    process, running, training, points = _start_and_pause_trial_1(storage_url, name, *extra)
     tree: list = []
     try:
-        training, points = pause_once_saved(storage_url, name, process, running.number)
         tree = process_tree(process.pid)
         assert len(tree) >= 3  # the worker, the forkserver, the training process (+ resource tracker)
         before = {t.number: t.values for t in complete(storage_url, name)}
@@ -486,10 +475,9 @@ def test_worker_dying_right_after_its_claim_does_not_stall_the_study(sqlite_url:
 @pytest.mark.timeout(600)
 def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes_it(sqlite_url: str) -> None:
     name = "interrupted"
-    process, running = _start_and_catch_a_running_trial(sqlite_url, name)
+    process, running, training, points = _start_and_pause_trial_1(sqlite_url, name)
     tree: list = []
     try:
-        training, points = pause_once_saved(sqlite_url, name, process, running.number)
         before = {t.number: t.values for t in complete(sqlite_url, name)}
         tree = process_tree(process.pid)
         os.killpg(process.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the whole group
