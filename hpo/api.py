@@ -15,6 +15,7 @@ prints what it returns. A storage of None means what the command's default means
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from hpo.browse.results import StudyResults, study_results
 from hpo.config.compose import compose, hpo_config
 from hpo.config.settings import HpoConfig
 from hpo.config.training import RunSpec
-from hpo.errors import HpoError
+from hpo.errors import TERMINATED, HpoError
 from hpo.record.attrs import DATA_FINGERPRINT, TARGET
 from hpo.record.outcome import EvalEvent, TrialResult
 from hpo.store.locks import study_lock
@@ -179,6 +180,13 @@ def _work(
     helpers = [subprocess.Popen(command, env=env) for _ in range(n_workers - 1)]
     try:
         _run_here(study, opened, config, timeout, on_trial)
+    except KeyboardInterrupt as stop:
+        # Ctrl-C reached the helpers with the terminal's process group; a SIGTERM (from `kill`,
+        # a process manager) reached this process alone: the helpers stop their trials too.
+        if stop.args == (TERMINATED,):
+            for helper in helpers:
+                helper.send_signal(signal.SIGTERM)  # a no-op for one that has exited
+        raise
     finally:
         for helper in helpers:
             try:

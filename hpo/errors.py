@@ -1,4 +1,4 @@
-"""The two kinds of failure that hpo tells apart.
+"""The two kinds of failure that hpo tells apart, and how a stop says what stopped it.
 
 A `HpoError` is a user mistake (a bad config value, a missing file, a bad URL): the CLI
 prints its message as one `error:` line and exits with status 2, never a traceback.
@@ -6,6 +6,11 @@ Everything else is a bug or a crash and keeps its traceback.
 """
 
 from __future__ import annotations
+
+# A SIGTERM stops an hpo command as Ctrl-C does, with a KeyboardInterrupt, and this is its
+# argument: the stopped trial's message names it, and `hpo run --n-workers K` passes the
+# signal on to its helper workers (a terminal's Ctrl-C reaches them with its process group).
+TERMINATED = "SIGTERM"
 
 
 class HpoError(Exception):

@@ -155,6 +155,18 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+def wait_while_running(
+    process: subprocess.Popen[str], condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+) -> Any:
+    """`wait_for(condition)` while `process` runs; if it exits first, an AssertionError with its output."""
+    exited = object()
+    found = wait_for(lambda: exited if process.poll() is not None else condition(), timeout, what, interval)
+    if found is exited:
+        out, err = process.communicate()
+        raise AssertionError(f"hpo exited {process.returncode} before {what}:\n{out}\n{err}")
+    return found
+
+
 def running_trial(url: str, name: str, after_complete: int = 1) -> optuna.trial.FrozenTrial | None:
     """A RUNNING trial that has begun training (it holds its devices, its heartbeat beats),
     once at least `after_complete` trials are complete; else None."""
@@ -255,9 +267,7 @@ def suspended_training(url: str, name: str, worker: subprocess.Popen, number: in
     instead could miss a short trial on a loaded machine."""
     seen: set[int] = set()
 
-    def caught() -> list | str | None:
-        if worker.poll() is not None:
-            return "exited"
+    def caught() -> list | None:
         fresh = [process for process in training_processes(worker.pid) if process.pid not in seen]
         seen.update(process.pid for process in fresh)
         suspend_processes(fresh)
@@ -269,11 +279,7 @@ def suspended_training(url: str, name: str, worker: subprocess.Popen, number: in
         resume_processes(fresh)
         return None
 
-    training = wait_for(caught, timeout=300, what=f"trial {number}'s training process", interval=0.02)
-    if training == "exited":
-        out, err = worker.communicate()
-        raise AssertionError(f"the worker exited {worker.returncode} before trial {number} trained:\n{out}\n{err}")
-    return training
+    return wait_while_running(worker, caught, timeout=300, what=f"trial {number}'s training process", interval=0.02)
 
 
 def pause_once_saved(url: str, name: str, worker: subprocess.Popen, number: int) -> tuple[list, list[EvalEvent]]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hpo.cli.parsing import Parser
-from hpo.errors import HpoError
+from hpo.errors import TERMINATED, HpoError
 from hpo.store.storage import close_all
 
 Handler = Callable[[Sequence[str], argparse.ArgumentParser], int]
@@ -59,17 +59,12 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-# What a SIGTERM raises: Ctrl-C's KeyboardInterrupt, saying what stopped the run (the trial's
-# `interrupted` message names it: hpo.study.objective).
-SIGTERM = "SIGTERM"
-
-
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM as Ctrl-C: a KeyboardInterrupt in the main thread, so that the running trial is
     failed and queued again and its ranks are killed (hpo.trainer.launch) before the exit.
     A second SIGTERM during that clean-up is ignored; SIGKILL still ends the process."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt(SIGTERM)
+    raise KeyboardInterrupt(TERMINATED)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,7 +100,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
-        if stop.args == (SIGTERM,):
+        if stop.args == (TERMINATED,):
             print("terminated", file=sys.stderr)
             return 128 + signal.SIGTERM
         print("interrupted", file=sys.stderr)

@@ -198,7 +198,7 @@ def run_trial(
     the values it had at its rung. Ctrl-C at any point fails the trial with reason
     `interrupted` (never leaving it RUNNING), queues it again for the next run to resume
     (as Optuna queues a dead worker's trial) and propagates; so does SIGTERM (hpo.cli), which
-    raises KeyboardInterrupt("SIGTERM").
+    raises KeyboardInterrupt(hpo.errors.TERMINATED).
     """
     try:
         return _run_trial(study, trial, config, stores, on_eval)

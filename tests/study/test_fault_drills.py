@@ -30,9 +30,12 @@ from study_helpers import (
     process_tree,
     resume_processes,
     start_hpo,
+    suspend_processes,
     tiny,
+    training_processes,
     trials,
     wait_for,
+    wait_while_running,
 )
 
 from hpo.browse.notes import trial_note
@@ -66,13 +69,7 @@ def _first_point(url: str, name: str) -> FrozenTrial | None:
 def _catch(process: subprocess.Popen[str], url: str, name: str) -> FrozenTrial:
     """Wait until a trial of `process` has a saved evaluation; fail if the process exits first."""
 
-    def caught() -> FrozenTrial | str | None:
-        return "exited" if process.poll() is not None else _first_point(url, name)
-
-    found = wait_for(caught, timeout=120, what="a trial with a saved evaluation", interval=0.2)
-    if found == "exited":
-        out, err = process.communicate()
-        raise AssertionError(f"hpo exited {process.returncode} early:\n{out}\n{err}")
+    found = wait_while_running(process, lambda: _first_point(url, name), 120, "a trial with a saved evaluation", 0.2)
     assert isinstance(found, FrozenTrial)
     return found
 
@@ -175,6 +172,54 @@ def test_full_state_disk_fails_the_trial_and_the_study_goes_on(sqlite_url: str, 
         assert not os.listdir(folder)  # nothing of the failed runs is left to fill it
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)
+
+
+def _two_trials_suspended(process: subprocess.Popen[str], url: str, name: str) -> tuple[list, list[int]]:
+    """Once two trials train (one in each worker of `process`), every training process of its
+    workers, suspended, and the two trials' numbers: neither can end before a signal."""
+
+    def caught() -> tuple[list, list[int]] | None:
+        try:
+            started = [t for t in trials(url, name) if t.state == TrialState.RUNNING]
+        except KeyError:  # the study does not exist yet
+            return None
+        running = [t.number for t in started if "devices" in t.user_attrs]
+        if len(running) < 2:
+            return None
+        training = training_processes(process.pid)
+        suspend_processes(training)
+        if [t.number for t in trials(url, name) if t.state == TrialState.RUNNING] == running:
+            return training, running
+        resume_processes(training)  # one ended meanwhile: wait for the next pair
+        return None
+
+    found = wait_while_running(process, caught, timeout=180, what="two trials training", interval=0.2)
+    assert isinstance(found, tuple)
+    return found
+
+
+def test_sigterm_to_a_run_of_two_workers_stops_its_helper_too(sqlite_url: str, cleanup: list) -> None:
+    """A process manager signals the process it started, not its group: `hpo run --n-workers 2`
+    passes the SIGTERM on, and its helper worker stops its trial as it does (it ran the study
+    on alone before, until the target or a kill 60 s later)."""
+    name = "terminated-pair"
+    process = start_hpo("run", "--n-workers", "2", *tiny(name, 4, *TRAINING), "--storage", sqlite_url, "--quiet")
+    cleanup.append(process)
+    training, running = _two_trials_suspended(process, sqlite_url, name)
+    tree = process_tree(process.pid)
+    os.kill(process.pid, signal.SIGTERM)
+    resume_processes(training)
+    out, err = process.communicate(timeout=120)
+    wait_for(lambda: not alive(tree), timeout=30, what=f"processes {alive(tree)} to exit")
+    assert process.returncode == 143, f"{out}\n{err}"
+    assert "Traceback" not in err and "worker process(es) exited" not in err, err
+    after = load(sqlite_url, name).trials
+    for number in running:
+        assert after[number].state == TrialState.FAIL and after[number].user_attrs[REASON] == Reason.INTERRUPTED
+        assert "SIGTERM" in after[number].user_attrs[MESSAGE]
+    waiting = [t for t in after if t.state == TrialState.WAITING]
+    assert sorted(RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in waiting) == sorted(running)
+    assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.COMPLETE) and t.number > max(running)]
 
 
 def test_sigterm_requeues_the_trial_and_resume_finishes(sqlite_url: str, cleanup: list) -> None:
