@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ from hpo.config.settings import StorageConfig
 from hpo.store.optuna_internals import ARTIFACTS_ATTR_PREFIX, delete_trial_system_attr, trial_id
 
 MODEL_SUFFIX = "-model.pt"
+# A running worker's checkpoints wait in `.running-<pid>@<host>@<random>/` of the folder.
+SCRATCH = ".running-"
 
 
 def model_name(number: int) -> str:
@@ -101,8 +105,20 @@ class ModelFolder:
         this process ends; `keep` and `discard` delete the file before that."""
         if self._scratch is None:
             self.create()
-            self._scratch = tempfile.TemporaryDirectory(prefix=".running-", dir=self.path)
+            self._sweep()
+            prefix = f"{SCRATCH}{os.getpid()}@{platform.node()}@"
+            self._scratch = tempfile.TemporaryDirectory(prefix=prefix, dir=self.path)
         return Path(self._scratch.name) / model_name(number)
+
+    def _sweep(self) -> None:
+        """Delete the scratch subfolders of this host's workers that died without cleaning
+        up (SIGKILL, an out-of-memory kill): a checkpoint left there is the size of a model.
+        Only this host's are judged, since a pid means nothing on another machine; one of a
+        pid that another process took since is kept, which is safe."""
+        for folder in self.path.glob(SCRATCH + "*"):
+            pid, _, rest = folder.name.removeprefix(SCRATCH).partition("@")
+            if rest.rpartition("@")[0] == platform.node() and pid.isdigit() and not _running(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def keep(self, storage: optuna.storages.BaseStorage, trial: optuna.Trial, checkpoint: Path) -> str:
         """Store a running trial's model as its artifact; returns the artifact id. The
@@ -131,3 +147,14 @@ class ModelFolder:
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process of this id runs on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -399,9 +399,13 @@ def test_killed_worker_trial_is_retried_from_its_state(storage_url: str, tmp_pat
             process.kill()
             process.communicate()
     assert states(storage_url, name)[running.number] == "RUNNING"  # a zombie until its heartbeat is stale
+    # a SQLite study keeps its models beside the database; the killed worker's checkpoints stay behind
+    models = Path(storage_url.removeprefix("sqlite:///") + "-artifacts") if storage_url.startswith("sqlite") else None
+    assert models is None or list(models.glob(".running-*"))
 
     # resume waits out the grace period, fails the stale trial and runs it again
     hpo_ok("resume", name, "--storage", storage_url, "--quiet")
+    assert models is None or not list(models.glob(".running-*"))  # the next worker on this host swept them
     study = load(storage_url, name)
     trials_now = {t.number: t for t in study.trials}
     killed = trials_now[running.number]
