@@ -30,9 +30,7 @@ from study_helpers import (
     process_tree,
     resume_processes,
     start_hpo,
-    suspend_processes,
     tiny,
-    training_processes,
     trials,
     wait_for,
     wait_while_running,
@@ -174,28 +172,12 @@ def test_full_state_disk_fails_the_trial_and_the_study_goes_on(sqlite_url: str, 
         subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)
 
 
-def _two_trials_suspended(process: subprocess.Popen[str], url: str, name: str) -> tuple[list, list[int]]:
-    """Once two trials train (one in each worker of `process`), every training process of its
-    workers, suspended, and the two trials' numbers: neither can end before a signal."""
-
-    def caught() -> tuple[list, list[int]] | None:
-        try:
-            started = [t for t in trials(url, name) if t.state == TrialState.RUNNING]
-        except KeyError:  # the study does not exist yet
-            return None
-        running = [t.number for t in started if "devices" in t.user_attrs]
-        if len(running) < 2:
-            return None
-        training = training_processes(process.pid)
-        suspend_processes(training)
-        if [t.number for t in trials(url, name) if t.state == TrialState.RUNNING] == running:
-            return training, running
-        resume_processes(training)  # one ended meanwhile: wait for the next pair
-        return None
-
-    found = wait_while_running(process, caught, timeout=180, what="two trials training", interval=0.2)
-    assert isinstance(found, tuple)
-    return found
+def _training(url: str, name: str) -> list[int]:
+    """The numbers of the study's trials that train (none before the study exists)."""
+    try:
+        return [t.number for t in trials(url, name) if t.state == TrialState.RUNNING and "devices" in t.user_attrs]
+    except KeyError:
+        return []
 
 
 def test_sigterm_to_a_run_of_two_workers_stops_its_helper_too(sqlite_url: str, cleanup: list) -> None:
@@ -203,12 +185,18 @@ def test_sigterm_to_a_run_of_two_workers_stops_its_helper_too(sqlite_url: str, c
     passes the SIGTERM on, and its helper worker stops its trial as it does (it ran the study
     on alone before, until the target or a kill 60 s later)."""
     name = "terminated-pair"
-    process = start_hpo("run", "--n-workers", "2", *tiny(name, 4, *TRAINING), "--storage", sqlite_url, "--quiet")
+    # Trials far longer than the test: both still train when the signal comes, however slow the machine.
+    endless = tiny(name, 4, "budget.tokens=100000000")
+    process = start_hpo("run", "--n-workers", "2", *endless, "--storage", sqlite_url, "--quiet")
     cleanup.append(process)
-    training, running = _two_trials_suspended(process, sqlite_url, name)
+
+    def both() -> list[int] | None:
+        training = _training(sqlite_url, name)
+        return training if len(training) == 2 else None
+
+    running = wait_while_running(process, both, timeout=180, what="two trials training")
     tree = process_tree(process.pid)
     os.kill(process.pid, signal.SIGTERM)
-    resume_processes(training)
     out, err = process.communicate(timeout=120)
     wait_for(lambda: not alive(tree), timeout=30, what=f"processes {alive(tree)} to exit")
     assert process.returncode == 143, f"{out}\n{err}"
