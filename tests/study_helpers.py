@@ -7,6 +7,7 @@ machine. Nothing is mocked: `hpo(...)` runs `python -m hpo` as its own process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -203,11 +204,14 @@ def alive(processes: Sequence[psutil.Process]) -> list[psutil.Process]:
 
 def kill_tree(processes: Sequence[psutil.Process]) -> None:
     """Clean-up after a failed test: SIGKILL whatever of these processes is left."""
+    _to_each_alive(processes, psutil.Process.kill)
+
+
+def _to_each_alive(processes: Sequence[psutil.Process], act: Callable[[psutil.Process], None]) -> None:
+    """`act` on each process still there; one that exits meanwhile is passed over."""
     for process in alive(processes):
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            continue
+        with contextlib.suppress(psutil.NoSuchProcess):
+            act(process)
 
 
 def sqlite_snapshot(url: str) -> list[str]:
@@ -302,17 +306,9 @@ def pause_once_saved(url: str, name: str, worker: subprocess.Popen, number: int)
 
 def suspend_processes(processes: list) -> None:
     """SIGSTOP to those still there."""
-    for process in alive(processes):
-        try:
-            process.suspend()
-        except psutil.NoSuchProcess:
-            continue
+    _to_each_alive(processes, psutil.Process.suspend)
 
 
 def resume_processes(processes: list) -> None:
     """SIGCONT to those still there (a suspended process cannot notice that its parent died)."""
-    for process in alive(processes):
-        try:
-            process.resume()
-        except psutil.NoSuchProcess:
-            continue
+    _to_each_alive(processes, psutil.Process.resume)
